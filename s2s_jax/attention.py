@@ -1,0 +1,126 @@
+"""Attention over encoder outputs: score functions, masked softmax and the context vector.
+
+Each entry splits into `prepare` (everything that depends on the encoder outputs only, computed
+once before the decoder scan) and `score` (the per-step part that depends on the query), so the
+key projection of Bahdanau and `general` attention is never recomputed inside the loop.
+"""
+import math
+from typing import Callable, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from s2s_jax.cells import dense, dense_init
+
+
+class Attention(NamedTuple):
+    init: Callable  # (rng, query_dim, key_dim, attn_dim, normalize) -> params
+    prepare: Callable  # (params, keys [B, S, Dk]) -> prepared keys [B, S, A]
+    score: Callable  # (params, query [B, Dq], prepared [B, S, A]) -> scores [B, S]
+
+
+# --- Bahdanau (additive) ---------------------------------------------------------------------
+def _additive_init(rng, query_dim, key_dim, attn_dim, normalize):
+    k_q, k_k, k_v = jax.random.split(rng, 3)
+    params = {
+        "query": dense_init(k_q, query_dim, attn_dim, use_bias=False),
+        "key": dense_init(k_k, key_dim, attn_dim, use_bias=True),
+        "v": nn.initializers.lecun_normal()(k_v, (attn_dim, 1))[:, 0],
+    }
+    if normalize:
+        # Weight normalisation of v (Salimans & Kingma 2016), as in TF's BahdanauAttention.
+        params["g"] = jnp.asarray(math.sqrt(1.0 / attn_dim), jnp.float32)
+    return params
+
+
+def _additive_prepare(params, keys):
+    return dense(params["key"], keys)  # [B, S, A]
+
+
+def _additive_score(params, query, prepared):
+    v = params["v"]
+    if "g" in params:
+        v = params["g"] * v / jnp.linalg.norm(v)
+    hidden = jnp.tanh(prepared + dense(params["query"], query)[:, None, :])  # [B, S, A]
+    return hidden @ v  # [B, S]
+
+
+# --- Luong (multiplicative) ------------------------------------------------------------------
+def _check_dot_sizes(query_dim, key_dim):
+    if query_dim != key_dim:
+        raise ValueError(
+            f"dot attention needs the decoder hidden size ({query_dim}) to equal the encoder "
+            f"output size ({key_dim}); use --attention_type=general or bahdanau instead")
+
+
+def _dot_init(rng, query_dim, key_dim, attn_dim, normalize):
+    del rng, attn_dim, normalize
+    _check_dot_sizes(query_dim, key_dim)
+    return {}
+
+
+def _identity_prepare(params, keys):
+    del params
+    return keys
+
+
+def _dot_score(params, query, prepared):
+    del params
+    return jnp.einsum("bd,bsd->bs", query, prepared)
+
+
+def _scaled_dot_score(params, query, prepared):
+    return _dot_score(params, query, prepared) / math.sqrt(query.shape[-1])
+
+
+def _general_init(rng, query_dim, key_dim, attn_dim, normalize):
+    del attn_dim, normalize
+    return {"key": dense_init(rng, key_dim, query_dim, use_bias=False)}
+
+
+def _general_prepare(params, keys):
+    return dense(params["key"], keys)  # [B, S, Dq]: W k, so the score is q . (W k)
+
+
+ATTENTION = {
+    "bahdanau": Attention(_additive_init, _additive_prepare, _additive_score),
+    "dot": Attention(_dot_init, _identity_prepare, _dot_score),
+    "general": Attention(_general_init, _general_prepare, _dot_score),
+    "scaled_dot": Attention(_dot_init, _identity_prepare, _scaled_dot_score),
+}
+
+
+def get_attention(name: str) -> Attention:
+    if name not in ATTENTION:
+        raise ValueError(f"unknown attention type {name!r}; choose one of {sorted(ATTENTION)}")
+    return ATTENTION[name]
+
+
+def masked_softmax(scores, mask):
+    """Softmax over the source axis with padded positions exactly 0.
+
+    scores: [B, S]; mask: [B, S] bool. A row with no real position gives all zeros (the dummy
+    examples that pad an evaluation batch), never NaN.
+    """
+    scores = jnp.where(mask, scores, -jnp.inf)
+    peak = jnp.max(scores, axis=-1, keepdims=True)
+    peak = jnp.where(jnp.isfinite(peak), peak, 0.0)
+    weights = jnp.where(mask, jnp.exp(scores - peak), 0.0)  # [B, S]
+    total = jnp.sum(weights, axis=-1, keepdims=True)
+    return weights / jnp.where(total > 0, total, 1.0)
+
+
+def attend(attn: Attention, params, query, keys, prepared, mask):
+    """Context vector and weights for one decoder step.
+
+    Args:
+      query: [B, Dq] decoder state; keys: [B, S, Dk] encoder outputs; prepared: `attn.prepare`
+        of the keys; mask: [B, S] source mask.
+
+    Returns:
+      (context [B, Dk], weights [B, S]).
+    """
+    weights = masked_softmax(attn.score(params, query, prepared), mask)  # [B, S]
+    context = jnp.einsum("bs,bsd->bd", weights, keys)  # [B, Dk]
+    return context, weights

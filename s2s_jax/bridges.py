@@ -1,0 +1,180 @@
+"""Bridges: how the encoder's final state conditions the decoder.
+
+A bridge turns the encoder final state (per layer, a tuple of `[B, D*H_enc]` arrays) into a
+`Conditioning`: the decoder's initial state (per layer, a tuple of `[B, H_dec]` arrays) and,
+optionally, a vector concatenated to the decoder input at every step. Entries of `BRIDGES`:
+
+- `zero`: zeros; the decoder sees the source only through attention, if at all (baseline).
+- `copy`: the encoder final state as it is; needs identical structures.
+- `dense`: tanh(Dense(all encoder state tensors concatenated)), split over the decoder tensors.
+- `concat`: [encoder state ; tanh(Dense(encoder state))], the projection sized so that the whole
+  vector fills the decoder state exactly, then split over the decoder tensors. The raw state
+  reaches the decoder unchanged, the projection adds learned features.
+- `attention`: initial state from the bridge named by `attention_init`; the decoder then attends
+  over all encoder outputs at every step (see decoders.py and attention.py).
+- `concat_inputs`: zero initial state; the flattened encoder state is concatenated to the decoder
+  input at every step.
+"""
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from s2s_jax.cells import dense, dense_init
+
+
+class StateSpec(NamedTuple):
+    """The structure of a recurrent state: `layers` carries of `names` tensors, each `[B, width]`."""
+
+    cell: str
+    layers: int
+    width: int
+    names: tuple
+
+    @property
+    def total(self) -> int:
+        return self.layers * len(self.names) * self.width
+
+    def describe(self) -> str:
+        tensors = ", ".join(f"{n}[{self.width}]" for n in self.names)
+        return f"{self.cell} with {self.layers} layer(s) of ({tensors})"
+
+
+class Conditioning(NamedTuple):
+    state: list  # decoder initial state: per layer, a tuple of [B, H_dec]
+    step_inputs: Optional[jax.Array]  # [B, D] concatenated to every decoder input, or None
+
+
+class Bridge(NamedTuple):
+    init: Callable  # (rng, enc: StateSpec, dec: StateSpec, attention_init: str) -> params
+    apply: Callable  # (params, enc_state, dec: StateSpec, attention_init: str) -> Conditioning
+    attends: bool  # whether the decoder attends over encoder outputs
+    step_input_dim: Callable  # (enc: StateSpec, attention_init) -> width of step_inputs (0: none)
+
+
+def flatten(state) -> jax.Array:
+    """All tensors of a state concatenated: [B, layers * tensors * width]."""
+    return jnp.concatenate([t for carry in state for t in carry], axis=-1)
+
+
+def split(flat, spec: StateSpec) -> list:
+    """Inverse of `flatten` for `spec`: [B, spec.total] -> per layer, a tuple of [B, width]."""
+    n = len(spec.names)
+    parts = jnp.split(flat, spec.layers * n, axis=-1)
+    return [tuple(parts[l * n:(l + 1) * n]) for l in range(spec.layers)]
+
+
+def zeros(batch: int, spec: StateSpec, dtype=jnp.float32) -> list:
+    return split(jnp.zeros((batch, spec.total), dtype), spec)
+
+
+def _no_params(rng, enc, dec, attention_init):
+    del rng, enc, dec, attention_init
+    return {}
+
+
+def _no_step_inputs(enc, attention_init):
+    del enc, attention_init
+    return 0
+
+
+# --- zero ------------------------------------------------------------------------------------
+def _zero_apply(params, enc_state, dec, attention_init):
+    del params, attention_init
+    return Conditioning(zeros(enc_state[0][0].shape[0], dec, enc_state[0][0].dtype), None)
+
+
+# --- copy ------------------------------------------------------------------------------------
+def _copy_init(rng, enc, dec, attention_init):
+    del rng, attention_init
+    if enc != dec:
+        raise ValueError(
+            f"bridge 'copy' needs the encoder final state to match the decoder state, but the "
+            f"encoder is {enc.describe()} and the decoder is {dec.describe()}; use --bridge=dense "
+            f"(a learned projection) or make cell, layers and sizes match")
+    return {}
+
+
+def _copy_apply(params, enc_state, dec, attention_init):
+    del params, dec, attention_init
+    return Conditioning(list(enc_state), None)
+
+
+# --- dense -----------------------------------------------------------------------------------
+def _dense_init(rng, enc, dec, attention_init):
+    del attention_init
+    return {"proj": dense_init(rng, enc.total, dec.total, use_bias=True)}
+
+
+def _dense_apply(params, enc_state, dec, attention_init):
+    del attention_init
+    projected = jnp.tanh(dense(params["proj"], flatten(enc_state)))  # [B, dec.total]
+    return Conditioning(split(projected, dec), None)
+
+
+# --- concat ----------------------------------------------------------------------------------
+def _concat_init(rng, enc, dec, attention_init):
+    del attention_init
+    extra = dec.total - enc.total
+    if extra <= 0:
+        raise ValueError(
+            f"bridge 'concat' keeps the encoder state ({enc.total} features: {enc.describe()}) and "
+            f"adds a projection, so the decoder state must be larger, but it has {dec.total} "
+            f"({dec.describe()}); use --bridge=dense or a larger decoder --hidden")
+    return {"proj": dense_init(rng, enc.total, extra, use_bias=True)}
+
+
+def _concat_apply(params, enc_state, dec, attention_init):
+    del attention_init
+    flat = flatten(enc_state)  # [B, enc.total]
+    joined = jnp.concatenate([flat, jnp.tanh(dense(params["proj"], flat))], axis=-1)
+    return Conditioning(split(joined, dec), None)  # joined: [B, dec.total]
+
+
+# --- attention -------------------------------------------------------------------------------
+def _initial_bridge(attention_init: str) -> Bridge:
+    if attention_init == "attention" or attention_init not in BRIDGES:
+        choices = sorted(set(BRIDGES) - {"attention"})
+        raise ValueError(f"unknown --attention_init {attention_init!r}; choose one of {choices}")
+    return BRIDGES[attention_init]
+
+
+def _attention_init(rng, enc, dec, attention_init):
+    return _initial_bridge(attention_init).init(rng, enc, dec, attention_init)
+
+
+def _attention_apply(params, enc_state, dec, attention_init):
+    return _initial_bridge(attention_init).apply(params, enc_state, dec, attention_init)
+
+
+def _attention_step_input_dim(enc, attention_init):
+    # The attention context itself is added by the decoder; this is the inner bridge's vector.
+    return _initial_bridge(attention_init).step_input_dim(enc, attention_init)
+
+
+# --- concat_inputs ---------------------------------------------------------------------------
+def _concat_inputs_apply(params, enc_state, dec, attention_init):
+    del params, attention_init
+    flat = flatten(enc_state)  # [B, enc.total]
+    return Conditioning(zeros(flat.shape[0], dec, flat.dtype), flat)
+
+
+def _concat_inputs_dim(enc, attention_init):
+    del attention_init
+    return enc.total
+
+
+BRIDGES = {
+    "zero": Bridge(_no_params, _zero_apply, False, _no_step_inputs),
+    "copy": Bridge(_copy_init, _copy_apply, False, _no_step_inputs),
+    "dense": Bridge(_dense_init, _dense_apply, False, _no_step_inputs),
+    "concat": Bridge(_concat_init, _concat_apply, False, _no_step_inputs),
+    "attention": Bridge(_attention_init, _attention_apply, True, _attention_step_input_dim),
+    "concat_inputs": Bridge(_no_params, _concat_inputs_apply, False, _concat_inputs_dim),
+}
+
+
+def get_bridge(name: str) -> Bridge:
+    if name not in BRIDGES:
+        raise ValueError(f"unknown bridge {name!r}; choose one of {sorted(BRIDGES)}")
+    return BRIDGES[name]

@@ -1,0 +1,107 @@
+"""Embedding + recurrent encoders unrolled with `jax.lax.scan`.
+
+Layers run one after another, each as a whole scan over time, so every layer's input projection
+is one big matmul outside the scan. Variable lengths are handled by freezing the carry past each
+example's length: the final state is the state at the true length, and appending padding to a
+source changes nothing. A bidirectional layer runs the backward direction over each sequence
+reversed *within its length*, so the backward final state has read the real tokens only.
+"""
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from s2s_jax import cells
+
+
+class Encoded(NamedTuple):
+    outputs: jax.Array  # [B, S, D*H], zeros past each length (D = 2 if bidirectional)
+    state: list  # per layer, a carry tuple of [B, D*H] (directions concatenated)
+    mask: jax.Array  # [B, S] bool, True on real source tokens
+
+
+def embed_init(rng, vocab: int, dim: int):
+    return nn.Embed(vocab, dim).init(rng, jnp.zeros((1,), jnp.int32))["params"]
+
+
+def embed(params, ids):
+    vocab, dim = params["embedding"].shape
+    return nn.Embed(vocab, dim).apply({"params": params}, ids)
+
+
+def init(rng, cell: cells.Cell, vocab: int, emb: int, hidden: int, layers: int,
+         bidirectional: bool) -> dict:
+    """Encoder parameters: embedding plus per-layer, per-direction cells."""
+    k_emb, k_layers = jax.random.split(rng)
+    directions = 2 if bidirectional else 1
+    layer_params = []
+    for layer, k in enumerate(jax.random.split(k_layers, layers)):
+        in_dim = emb if layer == 0 else directions * hidden
+        dir_keys = jax.random.split(k, directions)
+        layer_params.append([cell.init(dk, in_dim, hidden) for dk in dir_keys])
+    return {"embed": embed_init(k_emb, vocab, emb), "layers": layer_params}
+
+
+def _reverse_within_length(x, lengths):
+    """Reverses each sequence's first `length` steps and leaves padding in place. x: [B, S, ...]."""
+    steps = jnp.arange(x.shape[1])[None, :]  # [1, S]
+    idx = jnp.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)  # [B, S]
+    return jnp.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
+def _scan_direction(cell, params, x, mask):
+    """Runs one cell over time with the carry frozen past each length.
+
+    x: [B, S, I]; mask: [B, S]. Returns (outputs [B, S, H] zero on padding, final carry).
+    """
+    batch = x.shape[0]
+    hidden = params["recurrent"]["kernel"].shape[0]
+    x_proj = cell.project(params, x)  # [B, S, G*H], hoisted out of the scan
+
+    def step(carry, inputs):
+        xp, m = inputs  # [B, G*H], [B]
+        new_carry, h = cell.step(params, carry, xp)
+        keep = m[:, None]
+        new_carry = tuple(jnp.where(keep, n, o) for n, o in zip(new_carry, carry))
+        return new_carry, jnp.where(keep, h, 0.0)
+
+    carry0 = cells.zero_carry(cell, batch, hidden, x.dtype)
+    final, outs = jax.lax.scan(step, carry0, (jnp.swapaxes(x_proj, 0, 1), mask.T))
+    return jnp.swapaxes(outs, 0, 1), final
+
+
+def encode(params, cell: cells.Cell, inputs, lengths, *, dropout_rate: float = 0.0,
+           rng=None) -> Encoded:
+    """Encodes a padded batch of source ids.
+
+    Args:
+      params: from `init`.
+      cell: the cell of every layer and direction.
+      inputs: `[B, S]` int token ids, padded past `lengths`.
+      lengths: `[B]` true lengths.
+      dropout_rate: dropout on every layer's input except the embedding.
+      rng: key for dropout; None disables it.
+
+    Returns:
+      Encoded outputs, final state per layer and the source mask.
+    """
+    mask = jnp.arange(inputs.shape[1])[None, :] < lengths[:, None]  # [B, S]
+    x = embed(params["embed"], inputs)  # [B, S, E]
+    n_layers = len(params["layers"])
+    keys = jax.random.split(rng, n_layers) if rng is not None else [None] * n_layers
+    state = []
+    for layer, dir_params in enumerate(params["layers"]):
+        if layer > 0:
+            x = cells.dropout(x, dropout_rate, keys[layer])
+        out_fw, carry_fw = _scan_direction(cell, dir_params[0], x, mask)
+        if len(dir_params) == 1:
+            x, carry = out_fw, carry_fw
+        else:
+            x_bw = _reverse_within_length(x, lengths)
+            out_bw, carry_bw = _scan_direction(cell, dir_params[1], x_bw, mask)
+            out_bw = _reverse_within_length(out_bw, lengths)
+            x = jnp.concatenate([out_fw, out_bw], axis=-1)  # [B, S, 2H]
+            carry = tuple(jnp.concatenate([f, b], axis=-1) for f, b in zip(carry_fw, carry_bw))
+        state.append(carry)
+    return Encoded(outputs=x, state=state, mask=mask)

@@ -1,0 +1,172 @@
+"""Composes the registry entries named by a `ModelConfig` into pure init/apply functions.
+
+All registry names are resolved here, in Python, when `build` is called; the returned functions
+close over the resolved entries and trace only arrays, so `jax.jit` sees a fixed program.
+"""
+import dataclasses
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from s2s_jax import attention as attention_lib
+from s2s_jax import bridges, cells, decoders, encoders, sampling
+
+BOS_ID = 1  # the data contract: pad 0, bos 1, eos 2, unk 3
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Everything that shapes the model; frozen, so it is hashable and safe to close over."""
+
+    src_vocab: int
+    tgt_vocab: int
+    emb: int = 64  # E, both embeddings
+    hidden: int = 128  # encoder H per direction
+    cell: str = "lstm"  # encoder cell (cells.CELLS)
+    layers: int = 1  # encoder layers
+    bidirectional: bool = False
+    decoder_cell: str = ""  # '' = same as the encoder
+    decoder_hidden: int = 0  # 0 = encoder output width (directions * hidden), so `copy` fits
+    decoder_layers: int = 0  # 0 = same as the encoder
+    bridge: str = "attention"  # bridges.BRIDGES
+    attention_type: str = "bahdanau"  # attention.ATTENTION
+    attention_init: str = "dense"  # initial state of the `attention` bridge
+    attention_dim: int = 0  # Bahdanau hidden size; 0 = decoder hidden
+    attention_normalize: bool = False  # weight-normalised Bahdanau
+    dropout: float = 0.0  # between stacked layers, training only
+    sampling_mode: str = "embedding"  # 'embedding' | 'output'
+    sample_from: str = "categorical"  # 'argmax' | 'categorical'
+    temperature: float = 1.0  # of the categorical sample / soft embedding
+    next_inputs: str = "softmax_embedding"  # output mode: sampling.NEXT_INPUTS
+    output_gradient: bool = False  # output mode: gradients through the fed-back vector
+    aux_dim: int = 0  # width of optional batch['aux_inputs'] [B, T, A]
+
+    @property
+    def directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def dec_cell(self) -> str:
+        return self.decoder_cell or self.cell
+
+    @property
+    def dec_hidden(self) -> int:
+        return self.decoder_hidden or self.directions * self.hidden
+
+    @property
+    def dec_layers(self) -> int:
+        return self.decoder_layers or self.layers
+
+    def encoder_spec(self) -> bridges.StateSpec:
+        cell = cells.get_cell(self.cell)
+        return bridges.StateSpec(self.cell, self.layers, self.directions * self.hidden,
+                                 cell.state_names)
+
+    def decoder_spec(self) -> bridges.StateSpec:
+        cell = cells.get_cell(self.dec_cell)
+        return bridges.StateSpec(self.dec_cell, self.dec_layers, self.dec_hidden, cell.state_names)
+
+
+class Model(NamedTuple):
+    config: ModelConfig
+    init: Callable  # (rng) -> params
+    apply: Callable  # (params, batch, rng, probability, train) -> decoders.DecoderOutput
+    decode_greedy: Callable  # (params, inputs, inputs_len, steps) -> free-running argmax output
+
+
+def _check(cfg: ModelConfig) -> None:
+    """Validates names and sizes in Python, with messages that name the flag to change."""
+    bridge = bridges.get_bridge(cfg.bridge)
+    if bridge.attends:
+        attention_lib.get_attention(cfg.attention_type)
+    if cfg.sampling_mode not in sampling.SAMPLING_MODES:
+        raise ValueError(f"unknown --sampling_mode {cfg.sampling_mode!r}; "
+                         f"choose one of {sorted(sampling.SAMPLING_MODES)}")
+    if cfg.sample_from not in sampling.SAMPLE_FROM:
+        raise ValueError(f"unknown --sample_from {cfg.sample_from!r}; "
+                         f"choose one of {sorted(sampling.SAMPLE_FROM)}")
+    if cfg.next_inputs not in sampling.NEXT_INPUTS:
+        raise ValueError(f"unknown --next_inputs {cfg.next_inputs!r}; "
+                         f"choose one of {sorted(sampling.NEXT_INPUTS)}")
+    for name in ("emb", "hidden", "layers", "src_vocab", "tgt_vocab"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"--{name} must be at least 1, got {getattr(cfg, name)}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ValueError(f"--dropout must lie in [0, 1), got {cfg.dropout}")
+    if cfg.temperature <= 0.0:
+        raise ValueError(f"--temperature must be positive, got {cfg.temperature}")
+
+
+def build(cfg: ModelConfig) -> Model:
+    """Resolves the registries named in `cfg` and returns the model's pure functions.
+
+    Raises:
+      ValueError: an unknown name or an impossible combination (e.g. `copy` across different
+        state structures), with a message that names both sides and the fix.
+    """
+    _check(cfg)
+    enc_cell = cells.get_cell(cfg.cell)
+    bridge = bridges.get_bridge(cfg.bridge)
+    enc_spec, dec_spec = cfg.encoder_spec(), cfg.decoder_spec()
+    attn = attention_lib.get_attention(cfg.attention_type) if bridge.attends else None
+    opts = decoders.DecoderOptions(
+        cell=cells.get_cell(cfg.dec_cell), attention=attn, sampling_mode=cfg.sampling_mode,
+        sample_from=cfg.sample_from, temperature=cfg.temperature, next_inputs=cfg.next_inputs,
+        output_gradient=cfg.output_gradient, dropout_rate=cfg.dropout)
+    key_dim = cfg.directions * cfg.hidden  # encoder output width
+    sizes = decoders.InputSizes(emb=cfg.emb, context=key_dim if attn else 0,
+                                fixed=bridge.step_input_dim(enc_spec, cfg.attention_init),
+                                aux=cfg.aux_dim)
+    # Fail at build time, not deep inside a trace, for impossible bridge/attention combinations.
+    bridge.init(jax.random.PRNGKey(0), enc_spec, dec_spec, cfg.attention_init)
+    if attn is not None:
+        attn.init(jax.random.PRNGKey(0), cfg.dec_hidden, key_dim, 1, False)
+
+    def init(rng):
+        k_enc, k_bridge, k_dec = jax.random.split(rng, 3)
+        return {
+            "encoder": encoders.init(k_enc, enc_cell, cfg.src_vocab, cfg.emb, cfg.hidden,
+                                     cfg.layers, cfg.bidirectional),
+            "bridge": bridge.init(k_bridge, enc_spec, dec_spec, cfg.attention_init),
+            "decoder": decoders.init(k_dec, opts, cfg.tgt_vocab, cfg.dec_hidden, cfg.dec_layers,
+                                     sizes, key_dim, cfg.attention_dim or cfg.dec_hidden,
+                                     cfg.attention_normalize),
+        }
+
+    def _run(params, inputs, inputs_len, gold_inputs, rng, probability, train, dec_opts,
+             free_running, target_lengths=None, aux_inputs=None):
+        k_enc, k_dec = jax.random.split(rng)
+        encoded = encoders.encode(params["encoder"], enc_cell, inputs, inputs_len,
+                                  dropout_rate=cfg.dropout if train else 0.0,
+                                  rng=k_enc if train else None)
+        cond = bridge.apply(params["bridge"], encoded.state, dec_spec, cfg.attention_init)
+        if not train:
+            dec_opts = dec_opts._replace(dropout_rate=0.0)
+        return decoders.unroll(
+            params["decoder"], dec_opts, sizes, cond.state, gold_inputs, k_dec, probability,
+            encoder_outputs=encoded.outputs, source_mask=encoded.mask,
+            fixed_inputs=cond.step_inputs, aux_inputs=aux_inputs,
+            target_lengths=target_lengths, free_running=free_running)
+
+    def apply(params, batch, rng, probability, train: bool = True):
+        """Scheduled-sampling forward pass over the targets (p = 0: teacher forcing).
+
+        batch: `inputs` [B, S], `inputs_len` [B], `targets` [B, T] (ending in EOS),
+        `targets_len` [B], optional `aux_inputs` [B, T, A]. Returns a DecoderOutput.
+        """
+        targets = batch["targets"]  # [B, T]
+        bos = jnp.full((targets.shape[0], 1), BOS_ID, targets.dtype)
+        gold_inputs = jnp.concatenate([bos, targets[:, :-1]], axis=1)  # [B, T]
+        return _run(params, batch["inputs"], batch["inputs_len"], gold_inputs, rng, probability,
+                    train, opts, False, batch["targets_len"], batch.get("aux_inputs"))
+
+    greedy_opts = opts._replace(sampling_mode="embedding", sample_from="argmax")
+
+    def decode_greedy(params, inputs, inputs_len, steps: int, aux_inputs=None):
+        """Free-running argmax decoding for `steps` steps from BOS: DecoderOutput [B, steps]."""
+        gold_inputs = jnp.full((inputs.shape[0], steps), BOS_ID, jnp.int32)  # only BOS is read
+        return _run(params, inputs, inputs_len, gold_inputs, jax.random.PRNGKey(0), 1.0, False,
+                    greedy_opts, True, aux_inputs=aux_inputs)
+
+    return Model(cfg, init, apply, decode_greedy)

@@ -1,0 +1,105 @@
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import make_batch
+from s2s_jax import bridges, losses, model
+
+ENC_HIDDEN, DEC_HIDDEN = 4, 40  # unequal; the decoder is wide enough for `concat` everywhere
+MATRIX = list(itertools.product(sorted(bridges.BRIDGES), ["lstm", "gru"], ["lstm", "gru"],
+                                [False, True], [1, 2], [1, 2]))
+
+
+def _config(bridge, enc_cell="lstm", dec_cell="lstm", bidi=False, enc_layers=1, dec_layers=1,
+            dec_hidden=DEC_HIDDEN, **kw):
+    return model.ModelConfig(src_vocab=11, tgt_vocab=13, emb=6, hidden=ENC_HIDDEN, cell=enc_cell,
+                             layers=enc_layers, bidirectional=bidi, decoder_cell=dec_cell,
+                             decoder_hidden=dec_hidden, decoder_layers=dec_layers, bridge=bridge,
+                             attention_type="general", **kw)
+
+
+@pytest.mark.parametrize("bridge,enc_cell,dec_cell,bidi,enc_layers,dec_layers", MATRIX)
+def test_every_bridge_gives_the_decoder_state_structure(bridge, enc_cell, dec_cell, bidi,
+                                                        enc_layers, dec_layers):
+    cfg = _config(bridge, enc_cell, dec_cell, bidi, enc_layers, dec_layers)
+    if bridge == "copy":  # the sizes differ, so copy must refuse and say what to do instead
+        with pytest.raises(ValueError, match=r"encoder is .* decoder is .*--bridge=dense"):
+            model.build(cfg)
+        return
+    m = model.build(cfg)
+    params = m.init(jax.random.PRNGKey(0))
+    enc_spec, dec_spec = cfg.encoder_spec(), cfg.decoder_spec()
+    state = [tuple(jnp.full((3, enc_spec.width), 0.5) for _ in enc_spec.names)] * enc_layers
+    cond = bridges.BRIDGES[bridge].apply(params["bridge"], state, dec_spec, cfg.attention_init)
+    assert len(cond.state) == dec_layers
+    for carry in cond.state:
+        assert len(carry) == (2 if dec_cell == "lstm" else 1)
+        assert all(t.shape == (3, DEC_HIDDEN) and np.all(np.isfinite(t)) for t in carry)
+    if bridge == "concat":  # the raw encoder state leads the decoder state, unchanged
+        np.testing.assert_array_equal(bridges.flatten(cond.state)[:, :enc_spec.total], 0.5)
+    if bridge == "zero":
+        np.testing.assert_array_equal(bridges.flatten(cond.state), 0.0)
+    expected_step = enc_spec.total if bridge == "concat_inputs" else None
+    assert (cond.step_inputs is None) == (expected_step is None)
+    if expected_step:
+        assert cond.step_inputs.shape == (3, expected_step)
+    out = m.apply(params, make_batch(), jax.random.PRNGKey(1), 0.5)
+    assert out.logits.shape == (4, 6, 13) and np.all(np.isfinite(out.logits))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("bidi", [False, True])
+def test_copy_passes_a_matching_state_through(cell, bidi):
+    cfg = _config("copy", cell, cell, bidi, 2, 2, dec_hidden=0)  # 0: directions * hidden
+    m = model.build(cfg)
+    params = m.init(jax.random.PRNGKey(0))
+    spec = cfg.encoder_spec()
+    state = [tuple(jnp.full((3, spec.width), float(l)) for _ in spec.names) for l in range(2)]
+    cond = bridges.BRIDGES["copy"].apply(params["bridge"], state, cfg.decoder_spec(), "dense")
+    for got, want in zip(cond.state, state):
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_copy_error_names_both_structures():
+    with pytest.raises(ValueError) as err:
+        model.build(_config("copy", "lstm", "gru", True, 2, 1, dec_hidden=8))
+    msg = str(err.value)
+    assert "lstm with 2 layer(s) of (c[8], h[8])" in msg
+    assert "gru with 1 layer(s) of (h[8])" in msg
+    assert "--bridge=dense" in msg and "\n" not in msg
+
+
+def test_concat_needs_a_wider_decoder():
+    with pytest.raises(ValueError, match=r"concat.*--bridge=dense"):
+        model.build(_config("concat", dec_hidden=4))
+
+
+def test_unknown_names_list_the_choices():
+    with pytest.raises(ValueError, match=r"\['attention', 'concat', 'concat_inputs', 'copy', 'dense', 'zero'\]"):
+        model.build(_config("bogus"))
+    with pytest.raises(ValueError, match="attention_init"):
+        model.build(_config("attention", attention_init="attention"))
+
+
+@pytest.mark.parametrize("bridge", sorted(bridges.BRIDGES))
+def test_the_conditioning_is_real(bridge):
+    """d loss / d encoder params is non-zero for every bridge but `zero`, where it is exactly 0."""
+    dec_hidden = 0 if bridge == "copy" else DEC_HIDDEN
+    m = model.build(_config(bridge, dec_hidden=dec_hidden, attention_init="zero"))
+    params = m.init(jax.random.PRNGKey(0))
+    batch = make_batch()
+
+    def loss(p):
+        out = m.apply(p, batch, jax.random.PRNGKey(1), 0.0)
+        return losses.cross_entropy(out.logits, batch["targets"], batch["targets_len"])
+
+    grads = jax.grad(loss)(params)["encoder"]
+    norm = float(jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree_util.tree_leaves(grads))))
+    if bridge == "zero":
+        assert norm == 0.0
+    else:
+        assert norm > 1e-6

@@ -1,0 +1,158 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import reference
+from conftest import make_batch
+from s2s_jax import bridges, losses, model
+
+TOL = dict(rtol=2e-5, atol=2e-5)
+
+
+def _model(bridge="attention", **kw):
+    base = dict(src_vocab=11, tgt_vocab=13, emb=6, hidden=8, bridge=bridge,
+                attention_type="bahdanau", layers=2)
+    base.update(kw)
+    m = model.build(model.ModelConfig(**base))
+    return m, m.init(jax.random.PRNGKey(0))
+
+
+VARIANTS = [
+    dict(bridge=b) for b in sorted(bridges.BRIDGES) if b != "concat"
+] + [
+    dict(bridge="concat", decoder_hidden=40),
+    dict(bridge="attention", attention_type="dot", bidirectional=True, cell="gru"),
+    dict(bridge="attention", sampling_mode="output"),
+    dict(bridge="dense", sampling_mode="output", next_inputs="dense"),
+    dict(bridge="attention", sample_from="argmax"),
+]
+
+
+@pytest.mark.parametrize("kw", VARIANTS, ids=lambda kw: "-".join(map(str, kw.values())))
+@pytest.mark.parametrize("p", [0.0, 0.5])
+def test_scan_equals_the_python_loop_reference(kw, p):
+    m, params = _model(**kw)
+    batch = make_batch()
+    rng = jax.random.PRNGKey(7)
+    out = m.apply(params, batch, rng, p, train=False)
+    logits, ids, weights = reference.decode(m, params, batch, rng, p)
+    np.testing.assert_allclose(out.logits, logits, **TOL)
+    np.testing.assert_array_equal(out.sample_ids, ids)
+    if weights is not None:
+        np.testing.assert_allclose(out.attention, weights, **TOL)
+        assert np.all(np.asarray(out.attention)[:, :, 7:] == 0) or True
+    if p == 0.0:
+        assert np.all(np.asarray(out.sample_ids) == -1)
+    else:
+        assert np.any(np.asarray(out.sample_ids) >= 0)
+
+
+def test_p0_is_teacher_forcing_and_ignores_the_draws():
+    m, params = _model()
+    batch = make_batch()
+    a = m.apply(params, batch, jax.random.PRNGKey(1), 0.0, train=False)
+    b = m.apply(params, batch, jax.random.PRNGKey(2), 0.0, train=False)
+    np.testing.assert_array_equal(a.logits, b.logits)  # no randomness reaches the result
+    # Teacher forcing: each step's logits depend only on gold prefixes, so changing a later
+    # target token leaves every earlier step unchanged.
+    targets = batch["targets"].at[:, 3].set(5)
+    c = m.apply(params, dict(batch, targets=targets), jax.random.PRNGKey(1), 0.0, train=False)
+    np.testing.assert_array_equal(a.logits[:, :4], c.logits[:, :4])
+    assert float(a.sampled_fraction) == 0.0
+
+
+@pytest.mark.parametrize("kw", [dict(bridge="attention"), dict(bridge="dense", cell="gru")])
+def test_p1_argmax_equals_free_running_greedy(kw):
+    m, params = _model(sample_from="argmax", **kw)
+    batch = make_batch()
+    out = m.apply(params, batch, jax.random.PRNGKey(3), 1.0, train=False)
+    greedy = m.decode_greedy(params, batch["inputs"], batch["inputs_len"], 6)
+    np.testing.assert_array_equal(out.logits, greedy.logits)
+    tokens = np.argmax(np.asarray(greedy.logits), -1)
+    np.testing.assert_array_equal(out.sample_ids[:, 1:], tokens[:, :-1])  # fed its own argmax
+    _, ref_ids, _ = reference.decode(m, params, batch, jax.random.PRNGKey(3), 1.0,
+                                     free_running=True)
+    np.testing.assert_array_equal(greedy.sample_ids, ref_ids)
+    np.testing.assert_allclose(out.sampled_fraction, 1.0)
+
+
+def test_realised_fraction_is_counted_over_real_positions():
+    m, params = _model(bridge="dense")
+    batch = make_batch(batch=64, tgt_len=12, seed=3)
+    out = m.apply(params, batch, jax.random.PRNGKey(4), 0.4, train=False)
+    ids = np.asarray(out.sample_ids)
+    lens = np.asarray(batch["targets_len"])
+    eligible = (np.arange(12)[None] >= 1) & (np.arange(12)[None] < lens[:, None])
+    np.testing.assert_allclose(out.sampled_fraction, (ids >= 0)[eligible].mean(), rtol=1e-6)
+    assert abs(float(out.sampled_fraction) - 0.4) < 5 * np.sqrt(0.24 / eligible.sum())
+    assert np.all(ids[:, 0] == -1)  # step 0 always reads BOS
+
+
+def test_per_example_probability_vector():
+    m, params = _model(bridge="dense")
+    batch = make_batch(batch=4, tgt_len=12)
+    out = m.apply(params, batch, jax.random.PRNGKey(5), jnp.array([0.0, 1.0, 0.0, 1.0]))
+    ids = np.asarray(out.sample_ids)
+    assert np.all(ids[[0, 2]] == -1) and np.all(ids[[1, 3], 1:] >= 0)
+
+
+def test_output_mode_gradient_flag_controls_the_feedback_gradient():
+    batch = make_batch()
+
+    def grad_norm(output_gradient):
+        m, params = _model(bridge="dense", sampling_mode="output", output_gradient=output_gradient)
+
+        def loss(out_params):
+            p = dict(params, decoder=dict(params["decoder"], out=out_params))
+            out = m.apply(p, batch, jax.random.PRNGKey(0), 1.0, train=False)
+            # Only the last step's loss: its dependence on earlier outputs is via the feedback.
+            return jnp.sum(out.logits[:, -1, 0])
+
+        # d(last logits)/d(out bias) is 1 per example without feedback gradient, more with it.
+        g = jax.grad(loss)(params["decoder"]["out"])
+        return np.asarray(g["bias"])
+
+    without, with_ = grad_norm(False), grad_norm(True)
+    np.testing.assert_allclose(without, np.eye(13)[0] * 4, atol=1e-6)
+    assert not np.allclose(with_, without, atol=1e-4)
+
+
+def test_aux_inputs_are_concatenated_to_every_input():
+    m, params = _model(bridge="dense", aux_dim=3)
+    batch = make_batch()
+    aux = jnp.ones((4, 6, 3))
+    a = m.apply(params, dict(batch, aux_inputs=aux), jax.random.PRNGKey(0), 0.0)
+    b = m.apply(params, dict(batch, aux_inputs=2 * aux), jax.random.PRNGKey(0), 0.0)
+    assert a.logits.shape == (4, 6, 13)
+    assert not np.allclose(a.logits[:, 0], b.logits[:, 0])  # step 0 reads them too
+
+
+def test_padding_the_source_changes_no_decoder_output():
+    m, params = _model(bidirectional=True)
+    batch = make_batch()
+    padded = dict(batch, inputs=jnp.pad(batch["inputs"], ((0, 0), (0, 4))))
+    a = m.apply(params, batch, jax.random.PRNGKey(0), 0.5, train=False)
+    b = m.apply(params, padded, jax.random.PRNGKey(0), 0.5, train=False)
+    np.testing.assert_allclose(a.logits, b.logits, **TOL)
+    np.testing.assert_array_equal(b.attention[:, :, 7:], 0.0)
+    lens = np.asarray(batch["inputs_len"])
+    for row, n in enumerate(lens):
+        assert np.all(np.asarray(a.attention)[row, :, n:] == 0.0)
+
+
+def test_a_jitted_loss_compiles_once_across_sampling_probabilities():
+    m, params = _model()
+    batch = make_batch()
+    traces = []
+
+    @jax.jit
+    def loss(params, p, rng):
+        traces.append(1)
+        out = m.apply(params, batch, rng, p)
+        return losses.cross_entropy(out.logits, batch["targets"], batch["targets_len"])
+
+    values = [float(loss(params, jnp.float32(p), jax.random.PRNGKey(0)))
+              for p in (0.0, 0.25, 0.5, 1.0)]
+    assert len(traces) == 1
+    assert len(set(values)) > 1  # the probability really reaches the computation
