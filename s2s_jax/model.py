@@ -27,7 +27,7 @@ class ModelConfig:
     layers: int = 1  # encoder layers
     bidirectional: bool = False
     decoder_cell: str = ""  # '' = same as the encoder
-    decoder_hidden: int = 0  # 0 = encoder output width (directions * hidden), so `copy` fits
+    decoder_hidden: int = 0  # 0 = encoder output width (directions * hidden), twice it for concat
     decoder_layers: int = 0  # 0 = same as the encoder
     bridge: str = "attention"  # bridges.BRIDGES
     attention_type: str = "bahdanau"  # attention.ATTENTION
@@ -52,7 +52,11 @@ class ModelConfig:
 
     @property
     def dec_hidden(self) -> int:
-        return self.decoder_hidden or self.directions * self.hidden
+        if self.decoder_hidden:
+            return self.decoder_hidden
+        # The encoder output width, so `copy` and dot attention fit; `concat` gets twice that,
+        # so the decoder state holds the encoder state and a projection of the same size.
+        return self.directions * self.hidden * (2 if self.bridge == "concat" else 1)
 
     @property
     def dec_layers(self) -> int:

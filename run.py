@@ -1,0 +1,125 @@
+"""s2s_jax command line: flags -> config -> train.train_and_evaluate(config, workdir).
+
+  python run.py                                  # default experiment, embedded reverse task
+  python run.py --bridge=dense --steps=1000 --workdir=runs/dense
+  python run.py --config=experiments/default.py:tiny --config.model.hidden=32
+
+Alias flags (--bridge, --steps, ...) overwrite fields of the --config file; `config.json` in the
+workdir records the result. Bad input ends with one line on stderr and exit status 2.
+"""
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from s2s_jax import attention, bridges, cells, sampling
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+config_flags.DEFINE_config_file("config", os.path.join(_HERE, "experiments", "default.py"),
+                                "experiment config file (optionally FILE:variant)")
+flags.DEFINE_string("workdir", os.path.join("runs", "default"),
+                    "run directory: config, metrics, vocabularies, checkpoints; resumes from it")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "predict"],
+                  "train (then test), eval (a checkpoint on test) or predict (--input to --output)")
+
+# Alias flags: None means "keep the config file's value". Each maps to one config field.
+_ALIASES = {
+    "bridge": ("model.bridge", flags.DEFINE_enum, sorted(bridges.BRIDGES)),
+    "attention_type": ("model.attention_type", flags.DEFINE_enum, sorted(attention.ATTENTION)),
+    "attention_init": ("model.attention_init", flags.DEFINE_enum,
+                       sorted(set(bridges.BRIDGES) - {"attention"})),
+    "cell": ("model.cell", flags.DEFINE_enum, sorted(cells.CELLS)),
+    "layers": ("model.layers", flags.DEFINE_integer, None),
+    "hidden": ("model.hidden", flags.DEFINE_integer, None),
+    "emb": ("model.emb", flags.DEFINE_integer, None),
+    "bidirectional": ("model.bidirectional", flags.DEFINE_bool, None),
+    "dropout": ("model.dropout", flags.DEFINE_float, None),
+    "sampling_mode": ("model.sampling_mode", flags.DEFINE_enum, list(sampling.SAMPLING_MODES)),
+    "sample_from": ("model.sample_from", flags.DEFINE_enum, list(sampling.SAMPLE_FROM)),
+    "sampling_schedule": ("sampling.schedule", flags.DEFINE_enum, sorted(sampling.SCHEDULES)),
+    "sampling_probability": ("sampling.probability", flags.DEFINE_float, None),
+    "dataset": ("data.dataset", flags.DEFINE_string, None),
+    "data_dir": ("data.data_dir", flags.DEFINE_string, None),
+    "train_file": ("data.train_file", flags.DEFINE_string, None),
+    "valid_file": ("data.valid_file", flags.DEFINE_string, None),
+    "test_file": ("data.test_file", flags.DEFINE_string, None),
+    "tokenizer": ("data.tokenizer", flags.DEFINE_enum, ["char", "word"]),
+    "max_len": ("data.max_len", flags.DEFINE_integer, None),
+    "batch_size": ("train.batch_size", flags.DEFINE_integer, None),
+    "steps": ("train.steps", flags.DEFINE_integer, None),
+    "learning_rate": ("train.learning_rate", flags.DEFINE_float, None),
+    "seed": ("train.seed", flags.DEFINE_integer, None),
+    "eval_every": ("train.eval_every", flags.DEFINE_integer, None),
+    "checkpoint_every": ("train.checkpoint_every", flags.DEFINE_integer, None),
+    "beam_size": ("train.beam_size", flags.DEFINE_integer, None),
+    "coordinator_address": ("parallel.coordinator_address", flags.DEFINE_string, None),
+    "num_processes": ("parallel.num_processes", flags.DEFINE_integer, None),
+    "process_id": ("parallel.process_id", flags.DEFINE_integer, None),
+}
+for _name, (_field, _define, _choices) in _ALIASES.items():
+    _help = f"sets config.{_field}"
+    if _choices is None:
+        _define(_name, None, _help)
+    else:
+        _define(_name, None, _choices, _help)
+flags.DEFINE_string("input", "-", "predict: source lines, one a line ('-' = stdin)")
+flags.DEFINE_string("output", "-", "predict: hypotheses, one a line ('-' = stdout)")
+FLAGS = flags.FLAGS
+
+
+def _apply_aliases(config):
+    for name, (field, _, _) in _ALIASES.items():
+        value = getattr(FLAGS, name)
+        if value is None:
+            continue
+        node = config
+        *parents, leaf = field.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+def _positive(config):
+    t = config.train
+    for name in ("batch_size", "steps", "eval_every", "checkpoint_every", "log_every",
+                 "keep_checkpoints", "eval_batch_size"):
+        if t[name] < 1:
+            raise ValueError(f"--config.train.{name} must be at least 1, got {t[name]}")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
+    from s2s_jax import run_log
+    run_log.quiet_libraries()
+    config = _apply_aliases(FLAGS.config)
+    _positive(config)
+    from s2s_jax import parallel  # JAX starts here, after the flags are parsed
+    p = config.parallel
+    parallel.initialize(p.coordinator_address, p.num_processes, p.process_id)
+    from s2s_jax import train
+    if FLAGS.mode == "train":
+        result = train.train_and_evaluate(config, FLAGS.workdir)
+    else:
+        raise ValueError(f"--mode={FLAGS.mode} is not available yet; use --mode=train")
+    import jax
+    if jax.process_index() == 0:
+        print(json.dumps(result), flush=True)
+
+
+def _run(argv):
+    from s2s_jax import data, train
+    try:
+        main(argv)
+    except (ValueError, data.DataError, train.TrainingError, FileNotFoundError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        logging.flush()
+        os._exit(2)  # skip interpreter teardown: pending async work must not print tracebacks
+
+
+if __name__ == "__main__":
+    app.run(_run)

@@ -1,0 +1,108 @@
+"""What a run writes for people and tools: config.json, metrics.jsonl, TensorBoard, progress lines.
+
+Only process 0 writes (`enabled`); the others keep the same calls as no-ops, so the train loop has
+no branches on the process index.
+"""
+import json
+import math
+import os
+
+import numpy as np
+from absl import logging
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def _fmt_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class RunLog:
+    def __init__(self, workdir: str, enabled: bool = True):
+        self.workdir = workdir
+        self.enabled = enabled
+        self._tb = None
+        if enabled:
+            os.makedirs(workdir, exist_ok=True)
+            from tensorboardX import SummaryWriter  # imported late: it is slow and optional
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    @property
+    def metrics_path(self) -> str:
+        return os.path.join(self.workdir, METRICS_FILE)
+
+    def write_config(self, config) -> None:
+        if self.enabled:
+            with open(os.path.join(self.workdir, "config.json"), "w") as f:
+                f.write(config.to_json(indent=2, sort_keys=True) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """Drops rows past `step`: a resumed run rewrites them, so none appear twice."""
+        if not self.enabled or not os.path.exists(self.metrics_path):
+            return
+        with open(self.metrics_path) as f:
+            rows = [line for line in f if line.strip()]
+        kept = [line for line in rows if json.loads(line)["step"] <= step]
+        if len(kept) != len(rows):
+            tmp = self.metrics_path + ".tmp"
+            with open(tmp, "w") as f:
+                f.writelines(kept)
+            os.replace(tmp, self.metrics_path)
+
+    def _append(self, row: dict) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        for key, value in row.items():
+            if key not in ("step", "split") and isinstance(value, (int, float)):
+                tag = f"{row.get('split', 'train')}/{key}"
+                self._tb.add_scalar(tag, value, row["step"])
+
+    def train_row(self, step: int, pending: list, seconds: float, steps_done: int,
+                  total_steps: int) -> None:
+        """Averages the pending per-step metrics into one row and prints a progress line."""
+        if not self.enabled:
+            return
+        values = {k: np.mean([float(m[k]) for _, m in pending]) for k in pending[-1][1]}
+        tokens = sum(float(m["tokens"]) for _, m in pending)
+        rate = steps_done / seconds if seconds > 0 else math.nan
+        row = {"step": step, "loss": float(values["loss"]),
+               "token_accuracy": float(values["token_accuracy"]),
+               "sampling_probability": float(values["sampling_probability"]),
+               "sampled_fraction": float(values["sampled_fraction"]),
+               "grad_norm": float(values["grad_norm"]),
+               "tokens_per_s": tokens / seconds if seconds > 0 else 0.0}
+        self._append(row)
+        eta = (total_steps - step) / rate if rate > 0 else math.nan
+        logging.info("step %d/%d loss %.4f acc %.3f p %.3f | %.1f steps/s %.0f tok/s ETA %s",
+                     step, total_steps, row["loss"], row["token_accuracy"],
+                     row["sampling_probability"], rate, row["tokens_per_s"],
+                     _fmt_duration(eta) if math.isfinite(eta) else "?")
+
+    def eval_row(self, step: int, split: str, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        self._append({"step": step, "split": split, **metrics})
+        logging.info("eval %s at step %d: %s", split, step,
+                     " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+
+    def info(self, message: str) -> None:
+        if self.enabled:
+            logging.info("%s", message)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+class _LibraryInfoFilter:
+    """Drops INFO records from libraries (orbax logs every checkpoint step in detail)."""
+
+    def filter(self, record) -> bool:
+        noisy = ("/orbax/", "/tensorflow_datasets/", "/grain/", "/etils/")
+        return record.levelno >= 30 or not any(p in record.pathname for p in noisy)
+
+
+def quiet_libraries() -> None:
+    logging.get_absl_handler().addFilter(_LibraryInfoFilter())

@@ -1,0 +1,217 @@
+"""TrainState, the pure jitted train step, and the train-and-evaluate loop.
+
+The loop is restartable at any point: it resumes from the newest readable checkpoint in the
+workdir (parameters, optimizer state, step and data-iterator state), keys are folded with the
+step, and metrics.jsonl is cut back to the restored step, so a run killed and started again with
+the same command ends exactly where an uninterrupted run ends.
+"""
+import signal
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from s2s_jax import checkpoint, data, evaluation, losses, model, parallel, sampling
+from s2s_jax.run_log import RunLog
+
+
+class TrainState(NamedTuple):
+    step: jax.Array  # int32 scalar
+    params: dict
+    opt_state: tuple
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (e.g. a non-finite loss); the message says what was kept."""
+
+
+def model_config(config, src_vocab: int, tgt_vocab: int) -> model.ModelConfig:
+    """The frozen model config from the experiment config's `model` section and the vocabularies."""
+    return model.ModelConfig(src_vocab=src_vocab, tgt_vocab=tgt_vocab, **config.model.to_dict())
+
+
+def schedule_params(config) -> sampling.ScheduleParams:
+    s = config.sampling
+    sp = sampling.ScheduleParams(probability=s.probability, k=s.k, c=s.c, epsilon=s.epsilon)
+    sampling.check_schedule(s.schedule, sp)
+    return sp
+
+
+def make_optimizer(t) -> optax.GradientTransformation:
+    """Adam with linear warm-up, then cosine decay to 10% of the peak (or constant)."""
+    if t.learning_rate <= 0 or t.steps < 1:
+        raise ValueError(f"--learning_rate must be positive and --steps at least 1, got "
+                         f"{t.learning_rate} and {t.steps}")
+    warmup = min(t.warmup_steps, max(t.steps - 1, 0))
+    if t.decay == "cosine":
+        lr = optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, warmup, max(t.steps, warmup + 1),
+                                                end_value=0.1 * t.learning_rate)
+    elif t.decay == "constant":
+        lr = optax.join_schedules([optax.linear_schedule(0.0, t.learning_rate, warmup),
+                                   optax.constant_schedule(t.learning_rate)], [warmup])
+    else:
+        raise ValueError(f"unknown decay {t.decay!r}; choose one of ['constant', 'cosine']")
+    parts = [optax.clip_by_global_norm(t.clip_norm)] if t.clip_norm > 0 else []
+    return optax.chain(*parts, optax.adam(lr))
+
+
+def make_train_step(net: model.Model, tx, schedule: str, sp: sampling.ScheduleParams,
+                    label_smoothing: float = 0.0):
+    """The pure train step `(state, batch, rng) -> (state, metrics)`."""
+
+    def train_step(state: TrainState, batch, rng):
+        rng = jax.random.fold_in(rng, state.step)  # a resumed run replays the same keys
+        probability = sampling.probability_at(schedule, state.step, sp)  # traced: no recompiles
+
+        def loss_fn(params):
+            out = net.apply(params, batch, rng, probability, train=True)
+            loss = losses.cross_entropy(out.logits, batch["targets"], batch["targets_len"],
+                                        label_smoothing)
+            return loss, out
+
+        (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {
+            "loss": loss,
+            "token_accuracy": losses.token_accuracy(out.logits, batch["targets"],
+                                                    batch["targets_len"]),
+            "sampling_probability": probability,
+            "sampled_fraction": out.sampled_fraction,
+            "grad_norm": optax.global_norm(grads),
+            "tokens": jnp.sum(batch["targets_len"]),
+        }
+        return TrainState(state.step + 1, params, opt_state), metrics
+
+    return train_step
+
+
+def init_state(net: model.Model, tx, seed: int) -> TrainState:
+    params = net.init(jax.random.PRNGKey(seed))
+    return TrainState(jnp.asarray(0, jnp.int32), params, tx.init(params))
+
+
+class _Stop:
+    """Turns SIGTERM into a flag the loop checks between steps, so the step in flight completes
+    and a checkpoint of it is written before the process exits."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.requested = True
+
+    def restore(self):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def _read_finite(pending, ckpt: checkpoint.Checkpoints) -> list:
+    """Reads pending per-step metrics on the host; raises TrainingError on a non-finite loss."""
+    values = jax.device_get([m for _, m in pending])
+    for (step, _), m in zip(pending, values):
+        if not np.isfinite(m["loss"]):
+            raise TrainingError(
+                f"the loss became {float(m['loss'])} at step {step}; stopped without saving it. "
+                f"Kept checkpoints: {ckpt.steps() or 'none'}. Lower --learning_rate or set "
+                f"--config.train.clip_norm, then rerun the same command to resume")
+    return [(step, m) for (step, _), m in zip(pending, values)]
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Trains `config` in `workdir` (resuming if it holds checkpoints), then evaluates on test.
+
+    Returns the final test metrics (also printed by run.py as one JSON line).
+    """
+    t = config.train
+    mesh = parallel.make_mesh()
+    parallel.check_batch_size(t.batch_size)
+    parallel.check_batch_size(t.eval_batch_size, "--config.train.eval_batch_size")
+    pid, nproc = jax.process_index(), jax.process_count()
+    ds = data.load_data(config.data, workdir)
+    net = model.build(model_config(config, len(ds.src_vocab), len(ds.tgt_vocab)))
+    tx = make_optimizer(t)
+    sp = schedule_params(config)
+    log = RunLog(workdir, enabled=(pid == 0))
+    log.write_config(config)
+
+    replicated = parallel.replicated(mesh)
+    batch_sharding = parallel.batch_sharded(mesh)
+    state = jax.jit(lambda: init_state(net, tx, t.seed), out_shardings=replicated)()
+    train_step = jax.jit(make_train_step(net, tx, config.sampling.schedule, sp,
+                                         t.label_smoothing),
+                         in_shardings=(replicated, batch_sharding, replicated),
+                         out_shardings=(replicated, replicated), donate_argnums=0)
+    eval_step = jax.jit(evaluation.make_eval_step(net), in_shardings=(replicated, batch_sharding),
+                        out_shardings=(replicated, replicated))
+
+    ckpt = checkpoint.Checkpoints(workdir, t.keep_checkpoints, t.best_metric,
+                                  "min" if t.best_metric == "loss" else "max")
+    batches = data.train_iterator(ds, t.batch_size, t.seed, pid, nproc)
+    abstract = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    restored = ckpt.restore(abstract)
+    start = 0
+    if restored is not None:
+        state, data_state, start = restored
+        batches.set_state(data_state)
+        logging.info("resumed from checkpoint %d in %s", start, ckpt.directory)
+    log.truncate_after(start)
+    log.info(f"{sum(x.size for x in jax.tree_util.tree_leaves(state.params)):,} parameters, "
+             f"{jax.device_count()} device(s), {nproc} process(es), steps {start}..{t.steps}")
+
+    rng = jax.random.PRNGKey(t.seed + 1)
+    evaluate = lambda split: evaluation.evaluate(  # noqa: E731
+        eval_step, state.params, data.eval_batches(ds, split, t.eval_batch_size, pid, nproc),
+        ds.tgt_vocab, config.data.tokenizer, mesh, t.eval_max_examples)[0]
+    stop = _Stop()
+    pending = []  # (step, device metrics) not yet read on the host
+    window = []  # (step, host metrics) since the last training row
+    sync_every = max(1, min(t.log_every, 16))  # a host read at least every 16 steps (STACK_NOTES)
+    clock, clock_step = time.time(), start
+    try:
+        step = start
+        while step < t.steps:
+            batch = parallel.global_batch(next(batches), mesh)
+            state, metrics = train_step(state, batch, rng)
+            step += 1
+            pending.append((step, metrics))
+            due_eval = step % t.eval_every == 0 or step == t.steps
+            due_ckpt = step % t.checkpoint_every == 0 or step == t.steps or stop.requested
+            due_log = step % t.log_every == 0 or step == t.steps
+            if step % sync_every == 0 or due_log or due_eval or due_ckpt:
+                window += _read_finite(pending, ckpt)
+                pending = []
+            if due_log:
+                now = time.time()
+                log.train_row(step, window, now - clock, step - clock_step, t.steps)
+                clock, clock_step, window = now, step, []
+            eval_metrics = None
+            if due_eval:
+                eval_start = time.time()
+                eval_metrics = evaluate("valid")
+                log.eval_row(step, "valid", eval_metrics)
+                clock += time.time() - eval_start  # steps/s and ETA count training time only
+            if due_ckpt:
+                ckpt.save(step, state, batches.get_state(), eval_metrics)
+            if stop.requested:
+                ckpt.wait()
+                log.info(f"SIGTERM: saved checkpoint {step}; rerun the same command to resume")
+                return {"stopped_at": step}
+        ckpt.wait()
+        best = ckpt.best_step()
+        if best is not None and best != t.steps:
+            log.info(f"final step {t.steps}; best validation {t.best_metric} at step {best}")
+        test = evaluate("test")
+        log.eval_row(t.steps, "test", test)
+        return {"step": t.steps, **test}
+    finally:
+        stop.restore()
+        ckpt.wait()
+        ckpt.close()
+        log.close()

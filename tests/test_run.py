@@ -1,0 +1,235 @@
+"""End to end through run.py: devices, hosts, kill and resume, SIGTERM, NaN, corruption, errors.
+
+Each run is a subprocess (simulated CPU devices must be configured before JAX starts) with the
+`tiny` experiment, so one run takes seconds.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--config=experiments/default.py:tiny"]
+
+
+def _env(devices=1):
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+def start(workdir, *flags, devices=1):
+    cmd = [sys.executable, "run.py", *TINY, f"--workdir={workdir}", *flags]
+    return subprocess.Popen(cmd, cwd=ROOT, env=_env(devices), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def run(workdir, *flags, devices=1, timeout=240):
+    proc = start(workdir, *flags, devices=devices)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        proc.kill()
+    return proc.returncode, out, err
+
+
+def final_json(out):
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def rows(workdir, split=None):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        all_rows = [json.loads(line) for line in f]
+    return [r for r in all_rows if r.get("split") == split]
+
+
+def params_at(workdir, step):
+    path = os.path.join(workdir, "checkpoints", str(step), "state")
+    ckptr = ocp.StandardCheckpointer()
+    # Restore onto this process's one device, whatever topology wrote it.
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = jax.tree_util.tree_map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+        ckptr.metadata(path).item_metadata)
+    return ckptr.restore(path, abstract)["params"]
+
+
+def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
+    flat_a = {str(k): v for k, v in _flatten(a)}
+    flat_b = {str(k): v for k, v in _flatten(b)}
+    assert flat_a.keys() == flat_b.keys()
+    for k in flat_a:
+        np.testing.assert_allclose(flat_a[k], flat_b[k], rtol=rtol, atol=atol, err_msg=k)
+
+
+def _flatten(tree, prefix=()):
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from _flatten(v, prefix + (k,))
+    elif isinstance(tree, (list, tuple)):
+        for i, v in enumerate(tree):
+            yield from _flatten(v, prefix + (i,))
+    else:
+        yield prefix, np.asarray(tree)
+
+
+def _metric_close(a, b, keys=("loss", "token_accuracy", "exact_match", "bleu")):
+    for k in keys:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+def test_one_device_equals_four_devices(tmp_path):
+    one, four = tmp_path / "one", tmp_path / "four"
+    code1, out1, err1 = run(one)
+    code4, out4, err4 = run(four, devices=4)
+    assert code1 == 0, err1[-2000:]
+    assert code4 == 0, err4[-2000:]
+    assert "1 device(s)" in err1 and "4 device(s)" in err4
+    for r1, r4 in zip(rows(one), rows(four), strict=True):
+        assert r1["step"] == r4["step"]
+        _metric_close(r1, r4, ("loss", "token_accuracy", "sampled_fraction"))
+    assert_trees_close(params_at(one, 40), params_at(four, 40))
+    _metric_close(final_json(out1), final_json(out4))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_equal_one_process_with_two_devices(tmp_path):
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    code, out, err = run(single, devices=2)
+    assert code == 0, err[-2000:]
+    port = _free_port()
+    procs = [start(multi, f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                   f"--process_id={i}") for i in range(2)]
+    try:
+        results = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_, perr) in zip(procs, results):
+        assert p.returncode == 0, perr[-3000:]
+    assert "2 process(es)" in results[0][1]
+    # Only process 0 prints the result and writes logs (gloo may chat on stdout).
+    assert not any(line.startswith("{") for line in results[1][0].splitlines())
+    for r1, r2 in zip(rows(single), rows(multi), strict=True):
+        _metric_close(r1, r2, ("loss", "token_accuracy"))
+    assert_trees_close(params_at(single, 40), params_at(multi, 40))
+    _metric_close(final_json(out), final_json(results[0][0]))
+
+
+def _wait_for_row(workdir, step, proc, timeout=120):
+    deadline = time.time() + timeout
+    path = os.path.join(workdir, "metrics.jsonl")
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        if os.path.exists(path) and any(r["step"] >= step for r in rows(workdir)):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no metrics row for step {step} within {timeout}s")
+
+
+LONG = ["--steps=120", "--checkpoint_every=20", "--eval_every=60"]
+
+
+def test_sigkill_then_rerun_finishes_like_an_uninterrupted_run(tmp_path):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    code, out_whole, err = run(whole, *LONG)
+    assert code == 0, err[-2000:]
+    proc = start(killed, *LONG)
+    _wait_for_row(killed, 70, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not os.path.exists(killed / "checkpoints" / "120")
+    code, out_killed, err = run(killed, *LONG)
+    assert code == 0, err[-2000:]
+    assert "resumed from checkpoint" in err
+    _metric_close(final_json(out_whole), final_json(out_killed))
+    assert_trees_close(params_at(whole, 120), params_at(killed, 120), rtol=0, atol=0)
+    # Rows are not duplicated by the replayed steps, and they match the uninterrupted run's.
+    assert [r["step"] for r in rows(killed)] == [r["step"] for r in rows(whole)]
+    for a, b in zip(rows(whole), rows(killed)):
+        _metric_close(a, b, ("loss", "token_accuracy", "sampled_fraction"))
+
+
+def test_sigterm_saves_the_current_step_and_exits_cleanly(tmp_path):
+    proc = start(tmp_path, "--steps=100000", "--checkpoint_every=100000", "--eval_every=100000")
+    _wait_for_row(tmp_path, 30, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    stopped = final_json(out)["stopped_at"]
+    assert stopped >= 30
+    assert os.listdir(tmp_path / "checkpoints") == [str(stopped)]
+    params_at(tmp_path, stopped)  # readable
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    code, out, err = run(tmp_path, "--steps=20", "--checkpoint_every=5", "--eval_every=1000")
+    assert code == 0
+    # Continue the same run with an absurd learning rate: the loss blows up.
+    code, out, err = run(tmp_path, "--steps=60", "--checkpoint_every=5", "--eval_every=1000",
+                         "--learning_rate=1e38")
+    assert code == 2
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: the loss became") and "--learning_rate" in last
+    steps = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints"))
+    assert 20 in steps
+    for s in steps:
+        for leaf in _flatten(params_at(tmp_path, s)):
+            assert np.all(np.isfinite(leaf[1]))
+
+
+def test_a_corrupted_latest_checkpoint_is_skipped_for_the_previous(tmp_path):
+    code, _, err = run(tmp_path, "--steps=20", "--checkpoint_every=10", "--eval_every=1000")
+    assert code == 0, err[-2000:]
+    state_dir = tmp_path / "checkpoints" / "20" / "state"
+    for root, _, files in os.walk(state_dir):
+        for f in files:
+            with open(os.path.join(root, f), "wb") as fh:
+                fh.write(b"garbage")
+    code, out, err = run(tmp_path, "--steps=30", "--checkpoint_every=10", "--eval_every=1000")
+    assert code == 0, err[-2000:]
+    assert "checkpoint 20 is unreadable" in err and "resumed from checkpoint 10" in err
+    assert os.path.isdir(tmp_path / "corrupt_checkpoints" / "20")  # set aside, not deleted
+    assert final_json(out)["step"] == 30
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--bridge=bogus"], "<attention|concat|concat_inputs|copy|dense|zero>"),  # absl enum
+    (["--batch_size=0"], "batch_size must be at least 1"),
+    (["--bridge=copy", "--bidirectional=false", "--config.model.decoder_hidden=7"],
+     "--bridge=dense"),
+    (["--dataset=nope"], "unknown dataset 'nope'"),
+    (["--sampling_schedule=exponential", "--config.sampling.k=3"], "0 < k < 1"),
+])
+def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, flags, message):
+    code, out, err = run(tmp_path, *flags, timeout=120)
+    assert code != 0
+    assert "Traceback" not in err
+    assert any(message in line for line in err.strip().splitlines()[-2:]), err[-1000:]
+
+
+@pytest.mark.parametrize("bridge", ["zero", "copy", "dense", "concat", "attention",
+                                    "concat_inputs"])
+def test_every_bridge_trains_from_the_command_line(tmp_path, bridge):
+    code, out, err = run(tmp_path, f"--bridge={bridge}", "--steps=60", "--eval_every=60",
+                         "--checkpoint_every=60")
+    assert code == 0, err[-2000:]
+    train = rows(tmp_path)
+    assert train[-1]["loss"] < train[0]["loss"] - 0.2
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["bridge"] == bridge
+    assert 0.0 <= final_json(out)["exact_match"] <= 1.0
