@@ -46,8 +46,9 @@ def test_every_bridge_gives_the_decoder_state_structure(bridge, enc_cell, dec_ce
     assert (cond.step_inputs is None) == (expected_step is None)
     if expected_step:
         assert cond.step_inputs.shape == (3, expected_step)
-    out = m.apply(params, make_batch(), jax.random.PRNGKey(1), 0.5)
-    assert out.logits.shape == (4, 6, 13) and np.all(np.isfinite(out.logits))
+    if (enc_cell, dec_cell, bidi, enc_layers) == ("gru", "lstm", True, 2):  # one full pass each
+        out = m.apply(params, make_batch(), jax.random.PRNGKey(1), 0.5)
+        assert out.logits.shape == (4, 6, 13) and np.all(np.isfinite(out.logits))
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
