@@ -66,6 +66,7 @@ for _name, (_field, _define, _choices) in _ALIASES.items():
         _define(_name, None, _choices, _help)
 flags.DEFINE_string("input", "-", "predict: source lines, one a line ('-' = stdin)")
 flags.DEFINE_string("output", "-", "predict: hypotheses, one a line ('-' = stdout)")
+flags.DEFINE_integer("nbest", 1, "predict: hypotheses per line (INDEX<TAB>HYP<TAB>SCORE if > 1)")
 FLAGS = flags.FLAGS
 
 
@@ -100,11 +101,20 @@ def main(argv):
     from s2s_jax import parallel  # JAX starts here, after the flags are parsed
     p = config.parallel
     parallel.initialize(p.coordinator_address, p.num_processes, p.process_id)
-    from s2s_jax import train
+    from s2s_jax import inference, train
     if FLAGS.mode == "train":
         result = train.train_and_evaluate(config, FLAGS.workdir)
-    else:
-        raise ValueError(f"--mode={FLAGS.mode} is not available yet; use --mode=train")
+    else:  # the trained run's own config, with this command's alias flags on top
+        config = _apply_aliases(inference.load_config(FLAGS.workdir))
+        if FLAGS.mode == "eval":
+            result = inference.evaluate_workdir(config, FLAGS.workdir)
+        else:
+            if FLAGS.nbest < 1:
+                raise ValueError(f"--nbest must be at least 1, got {FLAGS.nbest}")
+            result = inference.predict(config, FLAGS.workdir, FLAGS.input, FLAGS.output,
+                                       FLAGS.nbest)
+            if FLAGS.output == "-":
+                return  # stdout holds the hypotheses only
     import jax
     if jax.process_index() == 0:
         print(json.dumps(result), flush=True)

@@ -61,6 +61,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     t.eval_batch_size = 250  # evaluation batch (a multiple of the device count)
     t.eval_max_examples = 0  # evaluate on at most this many examples per split; 0 = all
     t.beam_size = 1  # decoding beam for evaluation and predict (1 = greedy)
+    t.length_penalty = "gnmt"  # beam ranking: gnmt ((5+len)/6)^alpha | average | none
+    t.length_alpha = 0.6  # the GNMT alpha
 
     p = c.parallel = ml_collections.ConfigDict()
     p.coordinator_address = ""  # host:port of process 0 for multi-host runs ('' = single host)

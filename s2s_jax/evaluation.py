@@ -3,6 +3,8 @@
 The jitted step returns sums (not means) over real tokens and real examples, so batches padded
 with filler examples (targets_len == 0) and any split over devices add up exactly.
 """
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,8 +13,12 @@ import sacrebleu
 from s2s_jax import losses, parallel
 
 
-def make_eval_step(model):
-    """(params, batch) -> (sums dict, greedy tokens [B, T]); pure, jit it with shardings."""
+def make_eval_step(model, beam_size: int = 1, penalty: str = "gnmt", alpha: float = 0.6):
+    """(params, batch) -> (sums dict, decoded tokens [B, T]); pure, jit it with shardings.
+
+    Decoding is greedy for `beam_size == 1`, else the best beam-search hypothesis. The
+    free-running token accuracy (for the exposure gap) always comes from greedy decoding.
+    """
 
     def eval_step(params, batch):
         targets, lengths = batch["targets"], batch["targets_len"]
@@ -22,6 +28,10 @@ def make_eval_step(model):
         greedy = model.decode_greedy(params, batch["inputs"], batch["inputs_len"],
                                      targets.shape[1])
         predicted = jnp.argmax(greedy.logits, axis=-1).astype(jnp.int32)  # [B, T]
+        if beam_size > 1:
+            beams, _ = model.decode_beam(params, batch["inputs"], batch["inputs_len"],
+                                         targets.shape[1], beam_size, penalty, alpha)
+            predicted = beams[:, 0]  # [B, T], best hypothesis
         examples = jnp.sum(lengths > 0)
         sums = {
             "loss": losses.cross_entropy(forced.logits, targets, lengths) * tokens,
@@ -78,6 +88,7 @@ def evaluate(step_fn, params, batches, tgt_vocab, tokenizer: str, mesh, max_exam
         "bleu": corpus_bleu(hyps, refs) if hyps else 0.0,
         "examples": int(totals.get("examples", 0)),
     }
+    metrics["perplexity"] = math.exp(min(metrics["loss"], 50.0))  # teacher-forced
     # Exposure bias: accuracy lost when the decoder reads its own outputs instead of gold ones.
     metrics["exposure_gap"] = metrics["token_accuracy"] - metrics["free_token_accuracy"]
     return metrics, hyps, refs

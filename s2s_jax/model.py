@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 
 from s2s_jax import attention as attention_lib
-from s2s_jax import bridges, cells, decoders, encoders, sampling
+from s2s_jax import beam, bridges, cells, decoders, encoders, sampling
 
-BOS_ID = 1  # the data contract: pad 0, bos 1, eos 2, unk 3
+PAD_ID, BOS_ID, EOS_ID = 0, 1, 2  # the data contract: pad 0, bos 1, eos 2, unk 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +77,7 @@ class Model(NamedTuple):
     init: Callable  # (rng) -> params
     apply: Callable  # (params, batch, rng, probability, train) -> decoders.DecoderOutput
     decode_greedy: Callable  # (params, inputs, inputs_len, steps) -> free-running argmax output
+    decode_beam: Callable  # (params, inputs, inputs_len, steps, beam, ...) -> (tokens, scores)
 
 
 def _check(cfg: ModelConfig) -> None:
@@ -173,4 +174,19 @@ def build(cfg: ModelConfig) -> Model:
         return _run(params, inputs, inputs_len, gold_inputs, jax.random.PRNGKey(0), 1.0, False,
                     greedy_opts, True, aux_inputs=aux_inputs)
 
-    return Model(cfg, init, apply, decode_greedy)
+    def decode_beam(params, inputs, inputs_len, steps: int, beam_size: int,
+                    penalty: str = "gnmt", alpha: float = 0.6, min_len: int = 0):
+        """Beam search (beam.search): tokens [B, K, steps] and normalised scores [B, K]."""
+        if cfg.aux_dim:
+            raise ValueError("beam search does not support auxiliary decoder inputs (aux_dim > 0)")
+        encoded = encoders.encode(params["encoder"], enc_cell, inputs, inputs_len)
+        cond = bridge.apply(params["bridge"], encoded.state, dec_spec, cfg.attention_init)
+        repeat = lambda x: None if x is None else jnp.repeat(x, beam_size, axis=0)  # noqa: E731
+        step = beam.decoder_step(params["decoder"], opts._replace(dropout_rate=0.0),
+                                 repeat(encoded.outputs), repeat(encoded.mask),
+                                 repeat(cond.step_inputs))
+        state = jax.tree_util.tree_map(repeat, cond.state)  # [B*K, H] leaves
+        return beam.search(step, state, inputs.shape[0], beam_size, steps, bos=BOS_ID,
+                           eos=EOS_ID, pad=PAD_ID, penalty=penalty, alpha=alpha, min_len=min_len)
+
+    return Model(cfg, init, apply, decode_greedy, decode_beam)

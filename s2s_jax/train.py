@@ -15,7 +15,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from s2s_jax import checkpoint, data, evaluation, losses, model, parallel, sampling
+from s2s_jax import checkpoint, data, evaluation, losses, model, parallel, plots, sampling
 from s2s_jax.run_log import RunLog
 
 
@@ -90,6 +90,11 @@ def make_train_step(net: model.Model, tx, schedule: str, sp: sampling.SchedulePa
     return train_step
 
 
+def host_params(params):
+    """This process's copy of replicated parameters as numpy arrays (for eager decoding)."""
+    return jax.tree_util.tree_map(lambda x: np.asarray(x.addressable_data(0)), params)
+
+
 def init_state(net: model.Model, tx, seed: int) -> TrainState:
     params = net.init(jax.random.PRNGKey(seed))
     return TrainState(jnp.asarray(0, jnp.int32), params, tx.init(params))
@@ -147,7 +152,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                          t.label_smoothing),
                          in_shardings=(replicated, batch_sharding, replicated),
                          out_shardings=(replicated, replicated), donate_argnums=0)
-    eval_step = jax.jit(evaluation.make_eval_step(net), in_shardings=(replicated, batch_sharding),
+    eval_step = jax.jit(evaluation.make_eval_step(net, t.beam_size, t.length_penalty,
+                                                  t.length_alpha),
+                        in_shardings=(replicated, batch_sharding),
                         out_shardings=(replicated, replicated))
 
     ckpt = checkpoint.Checkpoints(workdir, t.keep_checkpoints, t.best_metric,
@@ -209,6 +216,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
             log.info(f"final step {t.steps}; best validation {t.best_metric} at step {best}")
         test = evaluate("test")
         log.eval_row(t.steps, "test", test)
+        if pid == 0:
+            first = data.eval_batches(ds, "test", t.eval_batch_size, pid, nproc)[0]
+            plots.write_run_pictures(workdir, net, host_params(state.params), first,
+                                     ds.src_vocab, ds.tgt_vocab)
         return {"step": t.steps, **test}
     finally:
         stop.restore()

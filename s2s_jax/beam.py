@@ -1,0 +1,112 @@
+"""Beam search: a generic batched search over any step function, and the decoder's token step.
+
+The search runs a fixed number of steps in one `lax.scan` (so it jits to one program for a given
+shape). Every example keeps `K` hypotheses; a finished hypothesis (it emitted EOS) can only be
+extended by padding at no cost, so it keeps its score and stays comparable with the live ones.
+Hypotheses are ranked by their summed log-probability while searching and by the length-normalised
+score at the end:
+- `gnmt`: score / ((5 + length) / 6) ** alpha (Wu et al. 2016);
+- `average`: score / length;
+- `none`: the raw score.
+Each example is searched independently of the others in its batch.
+"""
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from s2s_jax import attention as attention_lib
+from s2s_jax import cells, encoders
+from s2s_jax.cells import dense
+
+PENALTIES = ("gnmt", "average", "none")
+_NEG = -1e9  # "impossible" score; finite, so sums of two never become NaN
+
+
+def length_penalty(lengths, kind: str, alpha: float):
+    lengths = jnp.maximum(lengths, 1).astype(jnp.float32)
+    if kind == "gnmt":
+        return ((5.0 + lengths) / 6.0) ** alpha
+    if kind == "average":
+        return lengths
+    if kind == "none":
+        return jnp.ones_like(lengths)
+    raise ValueError(f"unknown length penalty {kind!r}; choose one of {sorted(PENALTIES)}")
+
+
+def search(step_fn: Callable, state, batch: int, beam: int, steps: int, *, bos: int, eos: int,
+           pad: int = 0, penalty: str = "gnmt", alpha: float = 0.6, min_len: int = 0):
+    """Beam search.
+
+    Args:
+      step_fn: `(state, tokens [B*K]) -> (state, log_probs [B*K, V])`; every leaf of `state` has
+        a leading `B*K` axis (hypothesis k of example b at row b*K + k).
+      state: the initial state, already repeated K times per example.
+      batch, beam, steps: B, K and the number of output positions T.
+      bos, eos, pad: token ids.
+      penalty, alpha: length normalisation of the final ranking (see module docstring).
+      min_len: EOS is forbidden before this many tokens.
+
+    Returns:
+      (tokens [B, K, T], scores [B, K] normalised, best first). Positions after EOS hold `pad`.
+    """
+    length_penalty(jnp.ones(()), penalty, alpha)  # validates the name before tracing the loop
+    scores = jnp.where(jnp.arange(beam) == 0, 0.0, _NEG)  # only one live copy at the start
+    scores = jnp.broadcast_to(scores, (batch, beam))  # [B, K]
+    carry = (state, jnp.full((batch, beam), bos, jnp.int32), scores,
+             jnp.zeros((batch, beam), bool), jnp.zeros((batch, beam), jnp.int32),
+             jnp.full((batch, beam, steps), pad, jnp.int32))
+
+    def body(carry, t):
+        state, prev, scores, finished, lengths, history = carry
+        state, log_probs = step_fn(state, prev.reshape(-1))
+        vocab = log_probs.shape[-1]
+        log_probs = log_probs.reshape(batch, beam, vocab)  # [B, K, V]
+        is_eos = jnp.arange(vocab) == eos
+        log_probs = jnp.where(is_eos & (t < min_len), _NEG, log_probs)
+        pad_only = jnp.where(jnp.arange(vocab) == pad, 0.0, _NEG)  # [V]
+        log_probs = jnp.where(finished[..., None], pad_only, log_probs)
+        candidates = (scores[..., None] + log_probs).reshape(batch, beam * vocab)
+        scores, flat = jax.lax.top_k(candidates, beam)  # [B, K]
+        origin, token = flat // vocab, (flat % vocab).astype(jnp.int32)
+        was_finished = jnp.take_along_axis(finished, origin, axis=1)
+        lengths = jnp.take_along_axis(lengths, origin, axis=1) + (~was_finished)
+        history = jnp.take_along_axis(history, origin[..., None], axis=1).at[:, :, t].set(token)
+        rows = (jnp.arange(batch)[:, None] * beam + origin).reshape(-1)  # [B*K]
+        state = jax.tree_util.tree_map(lambda x: x[rows], state)
+        return (state, token, scores, was_finished | (token == eos), lengths, history), None
+
+    carry, _ = jax.lax.scan(body, carry, jnp.arange(steps))
+    _, _, scores, _, lengths, history = carry
+    normalised = scores / length_penalty(lengths, penalty, alpha)  # [B, K]
+    order = jnp.argsort(-normalised, axis=1)
+    return (jnp.take_along_axis(history, order[..., None], axis=1),
+            jnp.take_along_axis(normalised, order, axis=1))
+
+
+def decoder_step(params, opts, encoder_outputs, source_mask, fixed_inputs):
+    """The decoder as a `step_fn` for `search`: reads one token per row, returns log-probs.
+
+    Args:
+      params: decoder parameters; opts: decoders.DecoderOptions.
+      encoder_outputs, source_mask: `[B*K, S, Dk]`, `[B*K, S]` (None without attention).
+      fixed_inputs: `[B*K, D]` or None.
+    """
+    prepared = None
+    if opts.attention is not None:
+        prepared = opts.attention.prepare(params["attention"], encoder_outputs)  # once
+
+    def step(state, tokens):
+        parts = [encoders.embed(params["embed"], tokens)]  # [B*K, E]
+        if opts.attention is not None:
+            context, _ = attention_lib.attend(opts.attention, params["attention"], state[-1][-1],
+                                              encoder_outputs, prepared, source_mask)
+            parts.append(context)
+        if fixed_inputs is not None:
+            parts.append(fixed_inputs)
+        state, h = cells.stack_step(opts.cell, params["layers"], state,
+                                    jnp.concatenate(parts, axis=-1))
+        out = h if opts.attention is None else jnp.concatenate([h, context], axis=-1)
+        return state, jax.nn.log_softmax(dense(params["out"], out), axis=-1)
+
+    return step

@@ -1,0 +1,139 @@
+"""Using a trained workdir: restore its best (or latest) checkpoint, evaluate, predict.
+
+The workdir's own `config.json` and vocabularies describe the model, so `--mode=eval` and
+`--mode=predict` need nothing but `--workdir` (decoding flags such as `--beam_size` still apply).
+"""
+import json
+import os
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from s2s_jax import checkpoint, data, evaluation, model, parallel, plots, train
+from s2s_jax.data import datasets
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise ValueError(f"{path} does not exist: --workdir must be a trained run directory "
+                         f"(train one with: python run.py --workdir={workdir})")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def _vocabs(workdir: str):
+    paths = [os.path.join(workdir, f) for f in (datasets.SRC_VOCAB_FILE, datasets.TGT_VOCAB_FILE)]
+    for p in paths:
+        if not os.path.exists(p):
+            raise ValueError(f"{p} is missing: the workdir holds no trained vocabulary")
+    return data.Vocab.load(paths[0]), data.Vocab.load(paths[1])
+
+
+def restore(config, workdir: str, mesh):
+    """(model, replicated params, step) from the best checkpoint, or the latest if none is best."""
+    src_vocab, tgt_vocab = _vocabs(workdir)
+    net = model.build(train.model_config(config, len(src_vocab), len(tgt_vocab)))
+    tx = train.make_optimizer(config.train)
+    replicated = parallel.replicated(mesh)
+    shapes = jax.eval_shape(lambda: train.init_state(net, tx, config.train.seed))
+    abstract = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), shapes)
+    t = config.train
+    ckpt = checkpoint.Checkpoints(workdir, t.keep_checkpoints, t.best_metric,
+                                  "min" if t.best_metric == "loss" else "max")
+    try:
+        step = ckpt.best_step()
+        restored = ckpt.restore(abstract, step) if step is not None else ckpt.restore(abstract)
+    finally:
+        ckpt.close()
+    if restored is None:
+        raise ValueError(f"no checkpoint in {ckpt.directory}; train first: "
+                         f"python run.py --workdir={workdir}")
+    state, _, step = restored
+    logging.info("restored checkpoint %d from %s", step, ckpt.directory)
+    return net, state.params, step
+
+
+def evaluate_workdir(config, workdir: str) -> dict:
+    """Test-split metrics of the restored model (`--mode=eval`); writes the pictures too."""
+    mesh = parallel.make_mesh()
+    t = config.train
+    parallel.check_batch_size(t.eval_batch_size, "--config.train.eval_batch_size")
+    net, params, step = restore(config, workdir, mesh)
+    ds = data.load_data(config.data, workdir)
+    step_fn = jax.jit(evaluation.make_eval_step(net, t.beam_size, t.length_penalty,
+                                                t.length_alpha),
+                      in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)))
+    batches = data.eval_batches(ds, "test", t.eval_batch_size, jax.process_index(),
+                                jax.process_count())
+    metrics, _, _ = evaluation.evaluate(step_fn, params, batches, ds.tgt_vocab,
+                                        config.data.tokenizer, mesh, t.eval_max_examples)
+    if jax.process_index() == 0:
+        plots.write_run_pictures(workdir, net, train.host_params(params), batches[0],
+                                 ds.src_vocab, ds.tgt_vocab)
+    return {"step": step, "split": "test", "beam_size": t.beam_size, **metrics}
+
+
+def _read_lines(path: str) -> list:
+    """Source lines; undecodable bytes are replaced (with a warning naming the line)."""
+    raw = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()
+    lines = []
+    for number, line in enumerate(raw.splitlines(), 1):
+        try:
+            lines.append(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            logging.warning("%s:%d is not valid UTF-8; bad bytes replaced", path, number)
+            lines.append(line.decode("utf-8", errors="replace"))
+    return lines
+
+
+def predict(config, workdir: str, input_path: str, output_path: str, nbest: int = 1) -> dict:
+    """Decodes every source line of `input_path` into `output_path` (`--mode=predict`).
+
+    One hypothesis a line, or with `nbest > 1` the lines `INDEX<TAB>HYPOTHESIS<TAB>SCORE`, best
+    first. An empty input line gives an empty hypothesis; unknown tokens read as unk; a line
+    longer than max_len is cut (with a warning) rather than stopping the others.
+    """
+    if input_path != "-" and not os.path.exists(input_path):
+        raise ValueError(f"--input={input_path} does not exist; give a file or '-' for stdin")
+    t = config.train
+    beam_size = max(t.beam_size, nbest)
+    mesh = parallel.make_mesh()
+    net, params, _ = restore(config, workdir, mesh)
+    src_vocab, tgt_vocab = _vocabs(workdir)
+    lines = _read_lines(input_path)
+    max_len, tokenizer = config.data.max_len, config.data.tokenizer
+    for number, line in enumerate(lines, 1):
+        if len(data.tokenize(line, tokenizer)) > max_len:
+            logging.warning("%s:%d has more than %d tokens; only the first %d are read",
+                            input_path, number, max_len, max_len)
+    steps = max_len + 1
+    params = train.host_params(params)
+    decode = jax.jit(lambda p, x, n: net.decode_beam(p, x, n, steps, beam_size, t.length_penalty,
+                                                     t.length_alpha))
+    chunk = t.eval_batch_size
+    results = []
+    for start in range(0, len(lines), chunk):
+        part = lines[start:start + chunk]
+        enc = data.encode_batch(src_vocab, part + [""] * (chunk - len(part)), tokenizer, max_len)
+        tokens, scores = jax.device_get(decode(params, enc["inputs"], enc["inputs_len"]))
+        for row in range(len(part)):
+            empty = enc["inputs_len"][row] == 0
+            hyps = [("" if empty else evaluation.detokenize(tgt_vocab, tokens[row, k], tokenizer),
+                     float(scores[row, k])) for k in range(nbest)]
+            results.append(hyps)
+    out = sys.stdout if output_path == "-" else open(output_path, "w", encoding="utf-8")
+    try:
+        for index, hyps in enumerate(results):
+            if nbest == 1:
+                out.write(hyps[0][0] + "\n")
+            else:
+                out.writelines(f"{index}\t{h}\t{s:.4f}\n" for h, s in hyps)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return {"lines": len(lines), "output": output_path, "beam_size": beam_size}

@@ -1,0 +1,97 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import make_batch
+from s2s_jax import beam, model
+
+BOS, EOS, PAD = 1, 2, 0
+
+
+def _first_eos_prefix(row):
+    row = list(np.asarray(row))
+    return row[:row.index(EOS) + 1] if EOS in row else row
+
+
+def _model(**kw):
+    base = dict(src_vocab=11, tgt_vocab=13, emb=6, hidden=8, bridge="attention", layers=2,
+                bidirectional=True)
+    base.update(kw)
+    m = model.build(model.ModelConfig(**base))
+    return m, m.init(jax.random.PRNGKey(0))
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(bridge="concat_inputs", cell="gru"),
+                                dict(bridge="dense", attention_type="dot")])
+def test_beam_width_one_equals_greedy(kw):
+    m, params = _model(**kw)
+    batch = make_batch(batch=6, tgt_len=8)
+    greedy = np.argmax(np.asarray(m.decode_greedy(params, batch["inputs"], batch["inputs_len"],
+                                                  8).logits), -1)
+    tokens, scores = m.decode_beam(params, batch["inputs"], batch["inputs_len"], 8, 1,
+                                   penalty="none")
+    for g, b in zip(greedy, np.asarray(tokens)[:, 0]):
+        assert _first_eos_prefix(b) == _first_eos_prefix(g)
+    # The raw score of beam 1 is the greedy path's summed log-probability.
+    logp = jax.nn.log_softmax(m.decode_greedy(params, batch["inputs"], batch["inputs_len"],
+                                              8).logits)
+    for row in range(6):
+        path = _first_eos_prefix(greedy[row])
+        want = sum(float(logp[row, t, tok]) for t, tok in enumerate(path))
+        np.testing.assert_allclose(scores[row, 0], want, rtol=1e-5, atol=1e-5)
+
+
+def _markov_step(table):
+    """A hand-built model: log-probabilities depend only on the previous token."""
+    table = jnp.log(jnp.asarray(table, jnp.float32) + 1e-12)
+
+    def step(state, tokens):
+        return state, table[tokens]
+
+    return step
+
+
+def test_beam_finds_the_better_sequence_greedy_misses():
+    # From BOS: 'a'(3) 0.6, 'b'(4) 0.4. After 'a' the mass spreads over five tokens (0.2 each);
+    # after 'b' EOS is certain. Greedy: a, then at best 0.6*0.2 = 0.12; beam: b EOS = 0.4.
+    V = 10
+    table = np.zeros((V, V))
+    table[BOS, 3], table[BOS, 4] = 0.6, 0.4
+    table[3, 5:10] = 0.2
+    table[4, EOS] = 1.0
+    table[5:10, EOS] = 1.0
+    table[EOS, EOS] = table[PAD, PAD] = 1.0
+    step = _markov_step(table)
+    state = jnp.zeros((2 * 3, 1))
+    tokens, scores = beam.search(step, state, 2, 3, 4, bos=BOS, eos=EOS, penalty="none")
+    assert _first_eos_prefix(tokens[0, 0]) == [4, EOS]
+    np.testing.assert_allclose(scores[0, 0], np.log(0.4), rtol=1e-5)
+    assert list(np.asarray(tokens[0, 0, 2:])) == [PAD, PAD]  # padding after EOS
+    greedy, _ = beam.search(step, jnp.zeros((2, 1)), 2, 1, 4, bos=BOS, eos=EOS, penalty="none")
+    assert _first_eos_prefix(greedy[0, 0])[0] == 3  # greedy commits to 'a'
+    np.testing.assert_allclose(scores[:, 1], np.log(0.12), rtol=1e-4)  # second best
+    # min_len forbids the early EOS: 'b' then EOS is impossible, so 'a x EOS' wins.
+    tokens, _ = beam.search(step, state, 2, 3, 4, bos=BOS, eos=EOS, penalty="none", min_len=2)
+    assert _first_eos_prefix(tokens[0, 0])[0] == 3
+
+
+def test_length_penalties():
+    lengths = jnp.array([1, 4, 10])
+    np.testing.assert_allclose(beam.length_penalty(lengths, "gnmt", 0.6),
+                               ((5 + np.array([1, 4, 10])) / 6) ** 0.6, rtol=1e-6)
+    np.testing.assert_allclose(beam.length_penalty(lengths, "average", 0.6), [1, 4, 10])
+    with pytest.raises(ValueError, match="gnmt"):
+        beam.length_penalty(lengths, "bogus", 0.6)
+
+
+def test_results_do_not_depend_on_the_rest_of_the_batch():
+    m, params = _model()
+    batch = make_batch(batch=5, tgt_len=8)
+    tokens, scores = m.decode_beam(params, batch["inputs"], batch["inputs_len"], 8, 3)
+    for row in (0, 3):
+        alone, alone_scores = m.decode_beam(params, batch["inputs"][row:row + 1],
+                                            batch["inputs_len"][row:row + 1], 8, 3)
+        np.testing.assert_array_equal(alone[0], tokens[row])
+        np.testing.assert_allclose(alone_scores[0], scores[row], rtol=1e-5, atol=1e-6)
+    assert np.all(np.diff(np.asarray(scores), axis=1) <= 1e-6)  # best first

@@ -1,0 +1,88 @@
+"""--mode=eval and --mode=predict on a run trained on local parallel text."""
+import json
+import os
+import random
+
+import pytest
+import sacrebleu
+
+from test_run import ROOT, final_json, run
+
+WORDS = ["the", "cat", "dog", "sat", "ran", "on", "mat", "far", "red", "big"]
+
+
+def _pairs(n, seed):
+    rnd = random.Random(seed)
+    pairs = []
+    for _ in range(n):
+        src = [rnd.choice(WORDS) for _ in range(rnd.randint(2, 5))]
+        pairs.append((" ".join(src), " ".join(reversed(src))))
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("parallel")
+    files = {}
+    for split, n, seed in (("train", 400, 0), ("test", 40, 1)):
+        files[split] = root / f"{split}.tsv"
+        files[split].write_text("".join(f"{s}\t{t}\n" for s, t in _pairs(n, seed)))
+    workdir = root / "run"
+    code, out, err = run(workdir, "--dataset=parallel_text", f"--train_file={files['train']}",
+                         f"--test_file={files['test']}", "--steps=80", "--eval_every=80",
+                         "--checkpoint_every=80", "--learning_rate=0.01")
+    assert code == 0, err[-2000:]
+    return workdir, files, final_json(out)
+
+
+def test_eval_mode_reports_the_trained_test_metrics_and_pictures(trained):
+    workdir, _, train_result = trained
+    code, out, err = run(workdir, "--mode=eval")
+    assert code == 0, err[-2000:]
+    result = final_json(out)
+    for key in ("exact_match", "token_accuracy", "bleu", "loss", "perplexity", "exposure_gap"):
+        assert result[key] == pytest.approx(train_result[key], rel=1e-5, abs=1e-6), key
+    assert result["exposure_gap"] == pytest.approx(
+        result["token_accuracy"] - result["free_token_accuracy"])
+    assert os.path.getsize(workdir / "attention.png") > 5000
+    assert os.path.getsize(workdir / "learning_curves.png") > 5000
+
+
+def test_reported_bleu_equals_sacrebleu_on_the_predicted_file(trained, tmp_path):
+    workdir, files, train_result = trained
+    lines = files["test"].read_text().splitlines()
+    sources = tmp_path / "src.txt"
+    sources.write_text("".join(line.split("\t")[0] + "\n" for line in lines))
+    hyps = tmp_path / "hyp.txt"
+    code, out, err = run(workdir, "--mode=predict", f"--input={sources}", f"--output={hyps}")
+    assert code == 0, err[-2000:]
+    hypotheses = hyps.read_text().splitlines()
+    references = [line.split("\t")[1] for line in lines]
+    assert len(hypotheses) == len(references)
+    bleu = sacrebleu.corpus_bleu(hypotheses, [references]).score
+    assert bleu == pytest.approx(train_result["bleu"], rel=1e-6, abs=1e-9)
+
+
+def test_predict_round_trips_a_file_with_empty_and_unknown_lines(trained, tmp_path):
+    workdir, _, _ = trained
+    source = tmp_path / "in.txt"
+    source.write_bytes(b"the cat sat\n\nzebra quokka\nmat \xff far\n" + b"dog " * 40 + b"\n")
+    out_path = tmp_path / "out.txt"
+    code, out, err = run(workdir, "--mode=predict", f"--input={source}", f"--output={out_path}")
+    assert code == 0, err[-2000:]
+    outputs = out_path.read_text().split("\n")
+    assert len(outputs) == 6 and outputs[-1] == ""  # five lines, each newline-terminated
+    assert outputs[1] == ""  # empty in, empty out
+    assert all(o for i, o in enumerate(outputs[:5]) if i != 1)  # the others decode to something
+    assert "not valid UTF-8" in err and "only the first" in err
+    code, out, err = run(workdir, "--mode=predict", f"--input={source}", "--output=-",
+                         "--nbest=3")
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert [int(r[0]) for r in rows] == [i for i in range(5) for _ in range(3)]
+    scores = [float(r[2]) for r in rows[:3]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_eval_and_predict_need_a_trained_workdir(tmp_path):
+    code, out, err = run(tmp_path / "nothing", "--mode=eval")
+    assert code == 2 and "config.json does not exist" in err.strip().splitlines()[-1]
