@@ -40,14 +40,14 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     s = c.sampling = ml_collections.ConfigDict()
     s.schedule = "inverse_sigmoid"  # constant | linear | exponential | inverse_sigmoid
     s.probability = 0.25  # constant value, or the cap the decaying schedules approach
-    s.k = 300.0  # linear: eps start; exponential: base (<1); inverse_sigmoid: k (>=1)
+    s.k = 150.0  # linear: eps start; exponential: base (<1); inverse_sigmoid: k (>=1)
     s.c = 1e-3  # linear: eps decrease per step
     s.epsilon = 0.0  # linear: eps floor
 
     t = c.train = ml_collections.ConfigDict()
     t.seed = 0  # parameter init, dropout and sampling keys (folded with the step)
     t.batch_size = 64  # global batch, split over all devices and hosts
-    t.steps = 2500  # optimizer steps
+    t.steps = 1500  # optimizer steps
     t.learning_rate = 3e-3  # peak learning rate (Adam)
     t.warmup_steps = 100  # linear warm-up to the peak
     t.decay = "cosine"  # after warm-up: cosine (to 10% of peak) | constant
