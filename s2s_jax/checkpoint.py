@@ -6,6 +6,7 @@ state, so a resumed run sees exactly the batches it would have seen.
 import os
 import shutil
 
+import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -63,6 +64,8 @@ class Checkpoints:
         return None
 
     def _set_aside(self, step: int) -> None:
+        if jax.process_index() != 0:  # one mover; the others just skip to the previous step
+            return
         os.makedirs(self._corrupt_dir, exist_ok=True)
         source = os.path.join(self.directory, str(step))
         target = os.path.join(self._corrupt_dir, str(step))
