@@ -1,0 +1,478 @@
+"""Grid sweeps: every point of a study's grid, for every seed, as a normal resumable run.
+
+  python -m s2s_jax.sweep --config=experiments/bridges.py --seeds=3 --workdir=runs/bridges
+  python -m s2s_jax.sweep --config=experiments/bridges.py --parallel=2 --workdir=runs/bridges
+  python -m s2s_jax.sweep --config=experiments/bridges.py:tiny --workdir=/tmp/b \
+      --axis=model.bridge=zero,dense --set=train.steps=20      # a smaller grid, shorter runs
+  python -m s2s_jax.sweep --config=experiments/bridges.py --vmap --workdir=runs/bridges
+
+The grid comes from the config's `sweep` section (see experiments/bridges.py):
+  sweep.axes     [(field, values), ...]: `field` is a dotted config field ('model.bridge') and
+                 the grid is the product of the axes. A tuple of fields makes one axis over
+                 settings that only make sense together, each value a tuple with one entry per
+                 field, e.g. (('sampling.schedule', 'sampling.k'), [('linear', 1.0), ...]).
+  sweep.metrics  final test metrics to tabulate ('exact_match', 'bleu', ...).
+  sweep.seeds    the default of --seeds.
+(A list of pairs rather than a {'model.bridge': [...]} dict: ConfigDict rejects dots in keys.)
+
+Each seed of each point is `python run.py --config=FILE:VARIANT --workdir=W/<point>/seed<k>
+--config.<field>=<value> ... --config.train.seed=<k>`, run as a subprocess, one at a time or
+--parallel at a time, with its output in `W/<point>/seed<k>/run.log`. Stop the sweep (Ctrl-C or
+SIGTERM) and it passes SIGTERM on, so every run in flight checkpoints its current step; start
+the same command again and finished runs (their metrics.jsonl has the test row of the last
+step) are skipped while unfinished ones resume from their own checkpoints, as run.py does. With
+--vmap, the unfinished seeds of a point train together in one program (s2s_jax/multiseed.py)
+and write the same per-seed workdirs.
+
+A run that fails (non-zero exit) is reported with its last error line and the sweep goes on; the
+sweep exits 1 if any run failed or it was stopped. At the end (and after every stop) it writes
+W/results.csv, W/results.md and PNG plots over the seeds that finished (s2s_jax/results.py).
+Bad input (an unknown config or field, an empty grid) is one line on stderr and exit status 2.
+"""
+import difflib
+import importlib.util
+import itertools
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from typing import Callable, NamedTuple
+
+import ml_collections
+
+from s2s_jax import results
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where run.py lives
+DEFAULT_METRICS = ["exact_match", "token_accuracy", "bleu", "loss"]
+
+
+class SweepError(ValueError):
+    """Bad sweep input: the message is the one line the command prints."""
+
+
+# --- The grid -------------------------------------------------------------------------------
+class Axis(NamedTuple):
+    fields: tuple  # dotted config fields that vary together
+    values: tuple  # one tuple per setting, one entry per field
+
+
+class Point(NamedTuple):
+    name: str  # directory name, e.g. 'bridge=dense' or 'cell=gru,layers=2'
+    settings: tuple  # ((field, value), ...) of the axes
+    steps: int  # the runs' last step (train.steps with every override applied)
+
+
+def load_config(spec: str):
+    """Loads `FILE[:VARIANT]` the way run.py's --config does.
+
+    Returns:
+      (absolute file path, variant, ConfigDict).
+    """
+    path, _, variant = spec.partition(":")
+    path = os.path.abspath(path)
+    if not os.path.isfile(path):
+        raise SweepError(f"config file {path} not found; pass --config=experiments/NAME.py")
+    module_spec = importlib.util.spec_from_file_location("sweep_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise SweepError(f"{path} has no get_config(arg); it is not an experiment config")
+    return path, variant, module.get_config(variant)
+
+
+def _node(config, field: str):
+    """The ConfigDict holding `field` and the leaf name; SweepError for an unknown field."""
+    node, parts = config, field.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+            close = difflib.get_close_matches(part, known, n=1)
+            hint = f" (did you mean {'.'.join(parts[:i] + close)}?)" if close else ""
+            raise SweepError(f"unknown config field {field!r}{hint}")
+        if i < len(parts) - 1:
+            node = node[part]
+    if isinstance(node[parts[-1]], ml_collections.ConfigDict):
+        raise SweepError(f"config field {field!r} is a section, not a value")
+    return node, parts[-1]
+
+
+def _coerce(config, field: str, value):
+    """`value` as the type of config field `field`; SweepError when it does not fit.
+
+    Checked here, before any run starts, because ml_collections would only reject it inside
+    every run (and a bool would silently pass as an int).
+    """
+    node, leaf = _node(config, field)
+    current = node[leaf]
+    kind = type(current)
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    raise SweepError(f"{field} = {value!r} is a {type(value).__name__}; the field holds a "
+                     f"{kind.__name__} (like {current!r})")
+
+
+def _parse_value(config, field: str, text: str):
+    """A command-line string as the type of `field` (for --axis and --set)."""
+    node, leaf = _node(config, field)
+    kind = type(node[leaf])
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1")
+        return kind(text)
+    except ValueError:
+        raise SweepError(f"{field}={text!r} is not a {kind.__name__}") from None
+
+
+def config_axes(config) -> list:
+    """The config's `sweep.axes` as validated Axis tuples (values coerced to the field types)."""
+    if "sweep" not in config or "axes" not in config.sweep:
+        return []
+    axes = []
+    for entry in config.sweep.axes:
+        if not isinstance(entry, (tuple, list)) or len(entry) != 2:
+            raise SweepError(f"sweep.axes entries are (field, values) pairs, got {entry!r}")
+        fields, values = entry
+        coupled = not isinstance(fields, str)
+        fields = tuple(fields) if coupled else (fields,)
+        settings = []
+        for value in values:
+            value = tuple(value) if coupled else (value,)
+            if len(value) != len(fields):
+                raise SweepError(f"axis {fields}: value {value!r} needs one entry per field")
+            settings.append(tuple(_coerce(config, f, v) for f, v in zip(fields, value)))
+        axes.append(Axis(fields, tuple(settings)))
+    return axes
+
+
+def apply_axis_flags(config, axes: list, flags_: list) -> list:
+    """Applies --axis=FIELD=V1,V2,...: replaces that field's axis, or adds a new one."""
+    axes = list(axes)
+    for text in flags_:
+        field, sep, values = text.partition("=")
+        if not sep:
+            raise SweepError(f"--axis={text!r} must look like FIELD=VALUE1,VALUE2")
+        settings = tuple((_parse_value(config, field, v),) for v in values.split(",") if v)
+        axis = Axis((field,), settings)
+        same = [i for i, a in enumerate(axes) if a.fields == (field,)]
+        if same:
+            axes[same[0]] = axis
+        elif any(field in a.fields for a in axes):
+            raise SweepError(f"--axis={field}: the field is part of a coupled axis of the config; "
+                             f"edit the config's sweep.axes instead")
+        else:
+            axes.append(axis)
+    return axes
+
+
+def parse_set_flags(config, axes: list, flags_: list) -> tuple:
+    """--set=FIELD=VALUE flags as ((field, value), ...) applied to every point."""
+    fixed = []
+    for text in flags_:
+        field, sep, value = text.partition("=")
+        if not sep:
+            raise SweepError(f"--set={text!r} must look like FIELD=VALUE")
+        if any(field in a.fields for a in axes):
+            raise SweepError(f"--set={field}: the field is an axis of the grid; use --axis")
+        fixed.append((field, _parse_value(config, field, value)))
+    return tuple(fixed)
+
+
+def _short_names(fields: list) -> dict:
+    """Field -> its last component, or the whole dotted name where the last is ambiguous."""
+    last = [f.rsplit(".", 1)[-1] for f in fields]
+    return {f: (s if last.count(s) == 1 else f) for f, s in zip(fields, last)}
+
+
+def _format_value(value) -> str:
+    """A value as ml_collections' --config.FIELD=VALUE parses it back."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def grid(config, axes: list, fixed: tuple = ()) -> list:
+    """Every point of the product of `axes`, in order (the first axis varies slowest).
+
+    Raises:
+      SweepError: no axes, an axis without values, or two points with the same name.
+    """
+    if not axes or any(not a.values for a in axes):
+        raise SweepError("the grid is empty: give sweep.axes in the config or --axis=FIELD=V1,V2")
+    fields = [f for a in axes for f in a.fields]
+    short = _short_names(fields)
+    points = []
+    for combo in itertools.product(*(a.values for a in axes)):
+        settings = tuple(zip(fields, (v for setting in combo for v in setting)))
+        name = ",".join(f"{short[f]}={_format_value(v)}" for f, v in settings).replace("/", "_")
+        point_config = config.copy_and_resolve_references()
+        for field, value in fixed + settings:
+            node, leaf = _node(point_config, field)
+            node[leaf] = value
+        points.append(Point(name, settings, int(point_config.train.steps)))
+    names = [p.name for p in points]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise SweepError(f"grid points share a name: {twice}")
+    return points
+
+
+# --- Jobs -----------------------------------------------------------------------------------
+class Job(NamedTuple):
+    point: Point
+    seeds: tuple  # seeds this process trains (one, or several with --vmap)
+    command: tuple  # argv
+    log: str  # file that receives the process's stdout and stderr
+
+
+def _config_flag(path: str, variant: str) -> str:
+    return f"--config={path}:{variant}" if variant else f"--config={path}"
+
+
+def _override_flags(fixed: tuple, point: Point) -> list:
+    return [f"--config.{f}={_format_value(v)}" for f, v in fixed + point.settings]
+
+
+def make_jobs(sweep_dir: str, path: str, variant: str, points: list, seeds: list,
+              fixed: tuple = (), vmap: bool = False) -> list:
+    """The runs still to do: every (point, seed) without a final test row in its workdir.
+
+    Finished runs are left alone; an unfinished one gets the same command as before, so run.py
+    resumes it from its checkpoints. With `vmap`, one job per point trains its unfinished seeds.
+    """
+    jobs = []
+    for point in points:
+        todo = [s for s in seeds if not is_finished(sweep_dir, point, s)]
+        if not todo:
+            continue
+        overrides = _override_flags(fixed, point)
+        if vmap:
+            point_dir = os.path.join(sweep_dir, point.name)
+            command = (sys.executable, "-m", "s2s_jax.multiseed", _config_flag(path, variant),
+                       f"--workdir={point_dir}", f"--seeds={','.join(map(str, todo))}",
+                       *overrides)
+            jobs.append(Job(point, tuple(todo), command, os.path.join(point_dir, "multiseed.log")))
+            continue
+        for seed in todo:
+            workdir = results.seed_dir(sweep_dir, point.name, seed)
+            command = (sys.executable, os.path.join(ROOT, "run.py"), _config_flag(path, variant),
+                       f"--workdir={workdir}", *overrides, f"--config.train.seed={seed}")
+            jobs.append(Job(point, (seed,), command, os.path.join(workdir, "run.log")))
+    return jobs
+
+
+def is_finished(sweep_dir: str, point: Point, seed: int) -> bool:
+    rows = results.read_rows(results.seed_dir(sweep_dir, point.name, seed))
+    return results.final_test_row(rows, point.steps) is not None
+
+
+class _Process:
+    """A job as a child process. It gets its own session, so a Ctrl-C in the terminal reaches
+    only the sweep, which then stops its runs with SIGTERM (they checkpoint before exiting)."""
+
+    def __init__(self, job: Job):
+        os.makedirs(os.path.dirname(job.log), exist_ok=True)
+        with open(job.log, "a") as log:
+            log.write(f"\n$ {shlex.join(job.command)}\n")
+            log.flush()
+            self._proc = subprocess.Popen(job.command, cwd=ROOT, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
+
+    def poll(self):
+        return self._proc.poll()
+
+    def terminate(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+
+
+class StopRequest:
+    """Set by SIGINT / SIGTERM while a sweep runs: launch nothing more, stop what runs."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        signals = (signal.SIGINT, signal.SIGTERM)
+        self._previous = {s: signal.signal(s, self._handle) for s in signals}
+        return self
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)  # progress must show up promptly in a log file too
+
+
+class Outcome(NamedTuple):
+    job: Job
+    status: str  # 'done' | 'stopped' | 'failed'
+    message: str  # for 'failed': the run's last error line
+
+
+def _last_error(log_path: str) -> str:
+    try:
+        with open(log_path, errors="replace") as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except OSError:
+        return "no log"
+    errors = [line for line in lines if line.startswith("error:")]
+    return (errors or lines or ["no output"])[-1][:300]
+
+
+def run_jobs(jobs: list, sweep_dir: str, parallel: int = 1, start: Callable = _Process,
+             stop: StopRequest | None = None, report: Callable = _say,
+             poll_s: float = 0.2) -> list:
+    """Runs `jobs`, `parallel` at a time, until all end or `stop.requested` is set.
+
+    Args:
+      jobs: from make_jobs.
+      sweep_dir: where the runs write (to tell a finished run from a stopped one).
+      parallel: processes at once.
+      start: job -> a handle with poll() (None while running, else the exit status) and
+        terminate(); tests pass a fake.
+      stop: its `requested` flag stops the sweep: nothing new starts and running jobs get
+        terminate() (run.py then checkpoints and exits 0).
+      report: receives one progress line per finished job.
+      poll_s: seconds between polls.
+
+    Returns:
+      One Outcome per job that ran, in the order they ended.
+    """
+    stop = stop or StopRequest()
+    pending, running, outcomes = list(jobs), [], []
+    terminated = False
+    while (pending and not stop.requested) or running:
+        while pending and len(running) < parallel and not stop.requested:
+            job = pending.pop(0)
+            running.append((job, start(job), time.time()))
+        if stop.requested and not terminated:
+            for _, handle, _ in running:
+                handle.terminate()
+            terminated = True
+        still = []
+        for job, handle, began in running:
+            code = handle.poll()
+            if code is None:
+                still.append((job, handle, began))
+                continue
+            if all(is_finished(sweep_dir, job.point, s) for s in job.seeds):
+                outcome = Outcome(job, "done", "")
+            elif code == 0:  # a run stopped by SIGTERM exits 0 after its checkpoint
+                outcome = Outcome(job, "stopped", "")
+            else:
+                outcome = Outcome(job, "failed", f"exit {code}: {_last_error(job.log)}")
+            outcomes.append(outcome)
+            seeds = ",".join(map(str, job.seeds))
+            report(f"[{len(outcomes)}/{len(jobs)}] {job.point.name} seed {seeds}: "
+                   f"{outcome.status} after {time.time() - began:.0f}s"
+                   + (f" ({outcome.message})" if outcome.message else ""))
+        running = still
+        if running:
+            time.sleep(poll_s)
+    return outcomes
+
+
+# --- The command ----------------------------------------------------------------------------
+def write_results(sweep_dir: str, points: list, seeds: list, metrics: list, command: str,
+                  failures: tuple = ()) -> str:
+    """results.csv / results.md / PNGs over the finished seeds; returns the markdown."""
+    manifest_points = [{"name": p.name, "settings": dict(p.settings), "steps": p.steps}
+                       for p in points]
+    collected = results.collect(sweep_dir, manifest_points, seeds)
+    return results.write_all(sweep_dir, collected, metrics, command, failures)
+
+
+def sweep(config_spec: str, workdir: str, seeds: int | None = None, parallel: int = 1,
+          vmap: bool = False, axis_flags: tuple = (), set_flags: tuple = (), command: str = "",
+          start: Callable = _Process, stop: StopRequest | None = None,
+          report: Callable = _say) -> int:
+    """Runs (or continues) a sweep and writes its results; returns the exit status (0, or 1
+    when a run failed or the sweep was stopped).
+
+    Raises:
+      SweepError: bad input, before anything runs.
+    """
+    path, variant, config = load_config(config_spec)
+    axes = apply_axis_flags(config, config_axes(config), list(axis_flags))
+    fixed = parse_set_flags(config, axes, list(set_flags))
+    points = grid(config, axes, fixed)
+    sweep_section = config.get("sweep", ml_collections.ConfigDict())
+    seeds = seeds if seeds is not None else int(sweep_section.get("seeds", 1))
+    if seeds < 1 or parallel < 1:
+        raise SweepError(f"--seeds and --parallel must be at least 1, got {seeds} and {parallel}")
+    seed_list = list(range(seeds))
+    metrics = list(sweep_section.get("metrics", DEFAULT_METRICS))
+    os.makedirs(workdir, exist_ok=True)
+    manifest = {"config": config_spec, "command": command, "seeds": seed_list, "metrics": metrics,
+                "points": [{"name": p.name, "settings": dict(p.settings), "steps": p.steps}
+                           for p in points]}
+    with open(os.path.join(workdir, results.MANIFEST), "w") as f:
+        json.dump(manifest, f, indent=2)
+
+    jobs = make_jobs(workdir, path, variant, points, seed_list, fixed, vmap)
+    runs = sum(len(j.seeds) for j in jobs)
+    report(f"{len(points)} points x {seeds} seeds: {len(points) * seeds - runs} finished, "
+           f"{runs} to run ({len(jobs)} processes, {parallel} at a time) in {workdir}")
+    with (stop or StopRequest()) as stop:
+        outcomes = run_jobs(jobs, workdir, parallel, start, stop, report)
+    failures = tuple(f"{o.job.point.name} seed {','.join(map(str, o.job.seeds))}: {o.message}"
+                     for o in outcomes if o.status == "failed")
+    text = write_results(workdir, points, seed_list, metrics, command, failures)
+    report(text.rstrip())
+    if stop.requested or any(o.status == "stopped" for o in outcomes):
+        report("stopped: rerun the same command to continue the sweep")
+        return 1
+    if failures:
+        report(f"{len(failures)} run(s) failed; the logs are W/<point>/seed<k>/run.log")
+        return 1
+    return 0
+
+
+def main(argv):
+    from absl import flags
+    FLAGS = flags.FLAGS
+    if len(argv) > 1:
+        raise SweepError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
+    command = shlex.join(["python", "-m", "s2s_jax.sweep", *sys.argv[1:]])
+    return sweep(FLAGS.config, FLAGS.workdir, FLAGS.seeds, FLAGS.parallel, FLAGS.vmap,
+                 tuple(FLAGS.axis or ()), tuple(FLAGS.set or ()), command)
+
+
+def _run(argv):
+    try:
+        code = main(argv)
+    except (ValueError, FileNotFoundError) as err:  # SweepError, and a config's own ValueError
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    flags.DEFINE_string("config", None, "experiment config FILE or FILE:VARIANT with a `sweep` "
+                        "section", required=True)
+    flags.DEFINE_string("workdir", None, "sweep directory: W/<point>/seed<k> runs, results.*",
+                        required=True)
+    flags.DEFINE_integer("seeds", None, "seeds 0..N-1 per point (default: config.sweep.seeds)")
+    flags.DEFINE_integer("parallel", 1, "processes at a time")
+    flags.DEFINE_bool("vmap", False, "train the seeds of a point together in one vmapped "
+                      "program (s2s_jax.multiseed) instead of one run.py per seed")
+    flags.DEFINE_multi_string("axis", None, "FIELD=V1,V2,...: replaces that field's axis or "
+                              "adds one (repeatable)")
+    flags.DEFINE_multi_string("set", None, "FIELD=VALUE for every point, e.g. "
+                              "train.steps=100 (repeatable)")
+    app.run(_run)

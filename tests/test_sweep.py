@@ -1,0 +1,314 @@
+"""The sweep: grid construction, restart after a stop, failures, aggregation, and the command.
+
+Most tests drive s2s_jax.sweep in-process with a fake `start` that writes metrics.jsonl rows
+instead of training; one test runs the real command (tiny runs through run.py and through the
+vmapped multiseed program) and one checks bad input on the command line.
+"""
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+
+import ml_collections
+import numpy as np
+import pytest
+
+from s2s_jax import results, sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BRIDGES_TINY = os.path.join(ROOT, "experiments", "bridges.py") + ":tiny"
+
+
+def _config():
+    c = ml_collections.ConfigDict()
+    c.model = ml_collections.ConfigDict({"bridge": "dense", "layers": 1, "bidirectional": True})
+    c.sampling = ml_collections.ConfigDict({"schedule": "constant", "k": 1.0, "probability": 0.25})
+    c.train = ml_collections.ConfigDict({"steps": 40, "seed": 0})
+    return c
+
+
+# --- Grid -----------------------------------------------------------------------------------
+def test_grid_is_the_product_of_the_axes_with_coupled_fields_varying_together():
+    c = _config()
+    c.sweep = ml_collections.ConfigDict()
+    c.sweep.axes = [("model.layers", [1, 2]),
+                    (("sampling.schedule", "sampling.k"), [("linear", 1), ("exponential", 0.99)])]
+    points = sweep.grid(c, sweep.config_axes(c))
+    assert [p.name for p in points] == [
+        "layers=1,schedule=linear,k=1.0", "layers=1,schedule=exponential,k=0.99",
+        "layers=2,schedule=linear,k=1.0", "layers=2,schedule=exponential,k=0.99"]
+    assert points[1].settings == (("model.layers", 1), ("sampling.schedule", "exponential"),
+                                  ("sampling.k", 0.99))
+    assert isinstance(points[0].settings[2][1], float)  # an int given for a float field
+
+
+def test_axis_and_set_flags_replace_add_and_fix_fields():
+    c = _config()
+    axes = [sweep.Axis(("model.bridge",), (("zero",), ("copy",)))]
+    axes = sweep.apply_axis_flags(c, axes, ["model.bridge=dense", "model.bidirectional=true,false"])
+    fixed = sweep.parse_set_flags(c, axes, ["train.steps=7"])
+    points = sweep.grid(c, axes, fixed)
+    assert [p.name for p in points] == ["bridge=dense,bidirectional=true",
+                                        "bridge=dense,bidirectional=false"]
+    assert all(p.steps == 7 for p in points)  # --set reaches the point's final step
+    jobs = sweep.make_jobs("/w", "/e.py", "tiny", points, [0, 1], fixed)
+    assert jobs[1].command[2:] == ("--config=/e.py:tiny",
+                                   "--workdir=/w/bridge=dense,bidirectional=true/seed1",
+                                   "--config.train.steps=7", "--config.model.bridge=dense",
+                                   "--config.model.bidirectional=true", "--config.train.seed=1")
+    vjobs = sweep.make_jobs("/w", "/e.py", "", points, [0, 1], fixed, vmap=True)
+    assert [j.seeds for j in vjobs] == [(0, 1), (0, 1)] and "--seeds=0,1" in vjobs[0].command
+
+
+@pytest.mark.parametrize("axes,flags,message", [
+    ([], [], "the grid is empty"),
+    ([sweep.Axis(("model.bridge",), ())], [], "the grid is empty"),
+    ([], ["model.bridg=zero"], "unknown config field 'model.bridg' (did you mean model.bridge?)"),
+    ([], ["model=zero"], "is a section"),
+    ([], ["model.layers=two"], "'two' is not a int"),
+    ([], ["model.bidirectional=maybe"], "not a bool"),
+])
+def test_bad_grids_are_rejected_before_anything_runs(axes, flags, message):
+    c = _config()
+    with pytest.raises(sweep.SweepError) as err:
+        sweep.grid(c, sweep.apply_axis_flags(c, axes, flags))
+    assert message in str(err.value)
+
+
+def test_config_axis_values_must_fit_the_field_type():
+    c = _config()
+    c.sweep = ml_collections.ConfigDict()
+    c.sweep.axes = [("model.layers", [1, True])]
+    with pytest.raises(sweep.SweepError, match="the field holds a int"):
+        sweep.config_axes(c)
+    with pytest.raises(sweep.SweepError, match="is an axis"):
+        sweep.parse_set_flags(c, [sweep.Axis(("model.layers",), ((1,),))], ["model.layers=2"])
+
+
+# --- Restart and failures, with a fake runner -----------------------------------------------
+class _Handle:
+    def __init__(self, code):
+        self.code = code
+
+    def poll(self):
+        return self.code
+
+    def terminate(self):
+        pass
+
+
+class FakeRuns:
+    """Stands in for run.py: writes rows as a finished, stopped or failed run would."""
+
+    def __init__(self, sweep_dir, stop=None, stop_at=None, fail=()):
+        self.sweep_dir, self.stop, self.stop_at, self.fail = sweep_dir, stop, stop_at, fail
+        self.started = []
+
+    def __call__(self, job):
+        self.started.append((job.point.name, job.seeds, job.command))
+        os.makedirs(os.path.dirname(job.log), exist_ok=True)
+        if job.point.name in self.fail:
+            with open(job.log, "a") as f:
+                f.write("some log line\nerror: the loss became nan at step 3\n")
+            return _Handle(2)
+        for seed in job.seeds:
+            workdir = results.seed_dir(self.sweep_dir, job.point.name, seed)
+            os.makedirs(workdir, exist_ok=True)
+            rows = [{"step": 10, "loss": 2.0 + seed}, {"step": 20, "loss": 1.0 + seed}]
+            if job.point.name == self.stop_at:  # SIGTERM: checkpoint, exit 0, no test row
+                self.stop.requested = True
+            else:
+                rows.append({"step": job.point.steps, "split": "test", "loss": 0.5,
+                             "exact_match": 0.1 * seed, "token_accuracy": 0.9, "bleu": 50.0})
+            with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in rows)
+        return _Handle(0)
+
+
+SWEEP = dict(axis_flags=("model.bridge=zero,dense,copy",), set_flags=("train.steps=20",))
+
+
+def test_a_stopped_sweep_restarted_runs_only_the_missing_points(tmp_path):
+    stop = sweep.StopRequest()
+    first = FakeRuns(str(tmp_path), stop, stop_at="bridge=dense")
+    code = sweep.sweep(BRIDGES_TINY, str(tmp_path), seeds=1, start=first, stop=stop,
+                       report=lambda line: None, **SWEEP)
+    assert code == 1  # stopped
+    assert [s[0] for s in first.started] == ["bridge=zero", "bridge=dense"]  # copy never began
+    with open(tmp_path / "results.csv") as f:
+        assert [int(r["seeds"]) for r in csv.DictReader(f)] == [1, 0, 0]
+
+    second = FakeRuns(str(tmp_path))
+    code = sweep.sweep(BRIDGES_TINY, str(tmp_path), seeds=1, start=second,
+                       report=lambda line: None, **SWEEP)
+    assert code == 0
+    assert [s[0] for s in second.started] == ["bridge=dense", "bridge=copy"]
+    assert second.started[0][2] == first.started[1][2]  # the same command: run.py resumes it
+    with open(tmp_path / "results.csv") as f:
+        assert [int(r["seeds"]) for r in csv.DictReader(f)] == [1, 1, 1]
+
+    third = FakeRuns(str(tmp_path))  # everything finished: nothing runs, even with --vmap
+    assert sweep.sweep(BRIDGES_TINY, str(tmp_path), seeds=1, start=third, vmap=True,
+                       report=lambda line: None, **SWEEP) == 0
+    assert third.started == []
+    # One more seed: only the new seed runs, for every point.
+    fourth = FakeRuns(str(tmp_path))
+    sweep.sweep(BRIDGES_TINY, str(tmp_path), seeds=2, start=fourth, parallel=2,
+                report=lambda line: None, **SWEEP)
+    assert sorted((s[0], s[1]) for s in fourth.started) == [
+        ("bridge=copy", (1,)), ("bridge=dense", (1,)), ("bridge=zero", (1,))]
+
+
+def test_a_failed_point_is_reported_and_the_others_still_run(tmp_path):
+    lines = []
+    runs = FakeRuns(str(tmp_path), fail=("bridge=dense",))
+    code = sweep.sweep(BRIDGES_TINY, str(tmp_path), seeds=2, start=runs, parallel=2,
+                       report=lines.append, **SWEEP)
+    assert code == 1
+    assert len(runs.started) == 6
+    failed = "bridge=dense seed 0: exit 2: error: the loss became nan at step 3"
+    assert failed in (tmp_path / "results.md").read_text()
+    assert any(failed.split(":")[0] in line and "failed" in line for line in lines)
+    with open(tmp_path / "results.csv") as f:
+        assert [int(r["seeds"]) for r in csv.DictReader(f)] == [2, 0, 2]
+
+
+# --- Aggregation ----------------------------------------------------------------------------
+def _write(path, rows, tail=""):
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "metrics.jsonl"), "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+        f.write(tail)
+
+
+def test_results_csv_aggregates_exactly_the_final_test_rows(tmp_path):
+    rs = np.random.RandomState(0)
+    metrics = ["exact_match", "token_accuracy", "bleu", "loss"]
+    expected = {}
+    for point in ("bridge=zero", "bridge=attention"):
+        finals = []
+        for seed in range(3):
+            final = {m: float(rs.rand()) for m in metrics}
+            finals.append(final)
+            _write(results.seed_dir(str(tmp_path), point, seed), [
+                {"step": 10, "loss": 3.0 + seed, "token_accuracy": 0.1},
+                {"step": 20, "split": "valid", "loss": 9.0, "exact_match": 9.0, "bleu": 9.0,
+                 "token_accuracy": 9.0},
+                {"step": 20, "split": "test", "loss": 7.0, "exact_match": 7.0, "bleu": 7.0,
+                 "token_accuracy": 7.0},  # an earlier test row (e.g. before --steps was raised)
+                {"step": 30, "loss": 1.0 + seed, "token_accuracy": 0.5},
+                {"step": 30, "split": "test", **final}])
+        expected[point] = finals
+    # A seed that has not finished (no test row at step 30; a half-written last line) is left out.
+    _write(results.seed_dir(str(tmp_path), "bridge=zero", 3),
+           [{"step": 10, "loss": 0.0}, {"step": 20, "split": "test", "loss": 0.0}], '{"step": 3')
+    points = [{"name": n, "settings": {"model.bridge": n.split("=")[1]}, "steps": 30}
+              for n in expected]
+    collected = results.collect(str(tmp_path), points, [0, 1, 2, 3])
+    results.write_all(str(tmp_path), collected, metrics)
+
+    with open(tmp_path / "results.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["variant"] for r in table] == ["bridge=zero", "bridge=attention"]
+    for row in table:
+        finals = expected[row["variant"]]
+        assert row["model.bridge"] == row["variant"].split("=")[1]
+        assert int(row["seeds"]) == 3
+        for m in metrics:
+            values = [f[m] for f in finals]
+            assert float(row[f"{m}_mean"]) == float(np.mean(values))
+            assert float(row[f"{m}_std"]) == float(np.std(values, ddof=1))
+    # Learning curves: the mean over the finished seeds' training rows.
+    np.testing.assert_array_equal(collected[0].curve_steps, [10, 30])
+    np.testing.assert_array_equal(collected[0].curve_loss, [[3, 1], [4, 2], [5, 3]])
+    md = (tmp_path / "results.md").read_text()
+    zero = expected["bridge=zero"]
+    em = [f["exact_match"] for f in zero]
+    assert f"| bridge=zero | 3 | {np.mean(em):.3f} ± {np.std(em, ddof=1):.3f} |" in md
+    assert (tmp_path / results.CURVES_PNG).stat().st_size > 0
+    assert (tmp_path / results.FINAL_PNG).stat().st_size > 0
+
+
+def test_mean_std_of_one_seed_has_no_std():
+    assert results.mean_std([0.5])[0] == 0.5 and math.isnan(results.mean_std([0.5])[1])
+    assert all(math.isnan(v) for v in results.mean_std([]))
+
+
+# --- The command ----------------------------------------------------------------------------
+def _env():
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+def _start_sweep(*flags):
+    return subprocess.Popen([sys.executable, "-m", "s2s_jax.sweep", *flags], cwd=ROOT, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _sweep(*flags, timeout=300):
+    proc = _start_sweep(*flags)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        proc.kill()
+    return proc.returncode, out, err
+
+
+def test_real_sweeps_vmapped_seeds_match_run_py_and_a_rerun_does_nothing(tmp_path):
+    common = [f"--config={BRIDGES_TINY}", "--axis=model.bridge=dense", "--set=train.steps=20",
+              "--set=train.eval_every=10"]
+    runs, vmap = tmp_path / "runs", tmp_path / "vmap"
+    # Both at once (two cores): seed 0 through run.py, seeds 0 and 1 in one vmapped program.
+    procs = [_start_sweep(*common, "--seeds=1", f"--workdir={runs}"),
+             _start_sweep(*common, "--seeds=2", f"--workdir={vmap}", "--vmap")]
+    try:
+        outputs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, out[-2000:] + err[-2000:]
+    a = results.read_rows(results.seed_dir(str(runs), "bridge=dense", 0))
+    b = results.read_rows(results.seed_dir(str(vmap), "bridge=dense", 0))
+    assert [(r["step"], r.get("split")) for r in a] == [(r["step"], r.get("split")) for r in b]
+    assert [r["step"] for r in a if r.get("split") == "test"] == [20]
+    for ra, rb in zip(a, b):
+        for key in ("loss", "token_accuracy", "sampled_fraction", "exact_match", "bleu"):
+            if key in ra:
+                np.testing.assert_allclose(ra[key], rb[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    for seed in (0, 1):
+        seed_dir = vmap / "bridge=dense" / f"seed{seed}"
+        config = json.loads((seed_dir / "config.json").read_text())
+        assert config["train"]["seed"] == seed and config["train"]["steps"] == 20
+        assert (seed_dir / "vocab.src.txt").exists() and (seed_dir / "checkpoints" / "20").is_dir()
+    seed1 = results.read_rows(results.seed_dir(str(vmap), "bridge=dense", 1))
+    assert seed1[0]["loss"] != b[0]["loss"]  # its own keys and batches
+    for name in ("results.csv", "results.md", results.CURVES_PNG, results.FINAL_PNG):
+        assert (vmap / name).exists(), name
+    assert "| bridge=dense | 2 |" in outputs[1][0]
+    with open(runs / "results.csv") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["exact_match_mean"]) == a[-1]["exact_match"] and row["seeds"] == "1"
+
+    code, out, err = _sweep(*common, "--seeds=1", f"--workdir={runs}")
+    assert code == 0, err[-2000:]
+    assert "1 finished, 0 to run" in out
+
+
+@pytest.mark.parametrize("flags,message", [
+    ([f"--config={BRIDGES_TINY}", "--axis=model.bridgee=zero"],
+     "error: unknown config field 'model.bridgee' (did you mean model.bridge?)"),
+    ([f"--config={BRIDGES_TINY}", "--axis=model.bridge="], "error: the grid is empty"),
+    (["--config=experiments/nope.py"], "error: config file"),
+    ([f"--config={BRIDGES_TINY[:-5]}:huge"], "error: unknown variant 'huge'"),
+])
+def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, flags, message):
+    code, out, err = _sweep(*flags, f"--workdir={tmp_path}", timeout=120)
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith(message), err[-1000:]
+    assert "Traceback" not in err
+    assert not (tmp_path / "sweep.json").exists()
