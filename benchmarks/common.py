@@ -1,0 +1,186 @@
+"""What the JAX and PyTorch training benchmarks share: flags, sizes and analytic FLOPs.
+
+Imports no framework, so `torch_baseline.py` and `train_throughput.py` count the same model the
+same way. Every FLOP count is 2 per multiply-add of the *model's* matmuls (input and recurrent
+projections, bridge, attention, output layer); a training step is counted as 3x the forward pass
+(forward, and a backward that needs two matmuls per forward one). Work an implementation adds on
+its own (e.g. projecting both the gold and the sampled token, or recomputing something) is not
+counted, so a faster implementation of the same model gets a higher `peak_fraction`.
+"""
+import ctypes
+import ctypes.util
+import json
+import resource
+import statistics
+
+from absl import flags
+
+# Mirrors s2s_jax.bridges.BRIDGES / cells.CELLS; train_throughput.py checks that they agree.
+BRIDGE_NAMES = ("attention", "concat", "concat_inputs", "copy", "dense", "zero")
+CELL_NAMES = ("gru", "lstm")
+GATES = {"lstm": 4, "gru": 3}
+
+FLAGS = flags.FLAGS
+
+
+SIZE_FLAGS = ("batch", "src_len", "tgt_len", "vocab", "emb", "hidden", "decoder_hidden", "layers",
+              "cell", "attention_type", "sample_from", "steps", "warmup", "seed", "malloc_tuning")
+
+
+def define_size_flags():
+    """Every flag of the training benchmarks except --bridge and --sampling_prob."""
+    flags.DEFINE_integer("batch", 64, "B, examples per step")
+    flags.DEFINE_integer("src_len", 30, "S, source length (every token is real)")
+    flags.DEFINE_integer("tgt_len", 30, "T, target length (every token is real, the last is EOS)")
+    flags.DEFINE_integer("vocab", 8000, "V, source and target vocabulary size")
+    flags.DEFINE_integer("emb", 256, "E, embedding size")
+    flags.DEFINE_integer("hidden", 512, "H, encoder hidden size")
+    flags.DEFINE_integer("decoder_hidden", 0,
+                         "decoder hidden size; 0 = H, except bridge=concat: 2H (the raw encoder "
+                         "state plus a projection of the same size)")
+    flags.DEFINE_integer("layers", 1, "L, layers of the encoder and of the decoder")
+    flags.DEFINE_enum("cell", "lstm", CELL_NAMES, "recurrent cell")
+    flags.DEFINE_enum("attention_type", "bahdanau", ["bahdanau"],
+                      "attention of bridge=attention (the baseline implements Bahdanau only)")
+    flags.DEFINE_enum("sample_from", "categorical", ["argmax", "categorical"],
+                      "how a fed-back token is drawn from the previous step's logits")
+    flags.DEFINE_integer("steps", 20, "timed training steps")
+    flags.DEFINE_integer("warmup", 3, "untimed steps after compilation")
+    flags.DEFINE_integer("seed", 0, "random seed of parameters and data")
+    flags.DEFINE_bool("malloc_tuning", True, "keep freed memory in the process (tune_malloc)")
+
+
+def define_flags():
+    """The flags both training benchmarks take (same names, same defaults)."""
+    define_size_flags()
+    flags.DEFINE_enum("bridge", "dense", BRIDGE_NAMES, "how the encoder conditions the decoder")
+    flags.DEFINE_float("sampling_prob", 0.25, "scheduled-sampling probability (0: teacher forcing)")
+
+
+def tune_malloc() -> bool:
+    """Makes glibc malloc keep and reuse freed memory instead of returning it to the kernel.
+
+    Both frameworks allocate and free hundreds of MB of activations per training step. By
+    default glibc serves such blocks with fresh mmap()s (or trims its arenas), so every step
+    page-faults all of it in again: measured here, ~95k minor faults and ~150 ms of kernel time
+    per s2s_jax step. One arena, no mmap and no trimming (the same as running with
+    MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647) removes them.
+    Call it before the framework starts its threads. Returns whether glibc accepted it.
+    """
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8  # from malloc.h
+        return all([libc.mallopt(m_arena_max, 1) == 1, libc.mallopt(m_mmap_max, 0) == 1,
+                    libc.mallopt(m_trim_threshold, 2 ** 31 - 1) == 1])
+    except (OSError, AttributeError):  # not glibc
+        return False
+
+
+def decoder_hidden(bridge: str, hidden: int, requested: int = 0) -> int:
+    if requested:
+        return requested
+    return 2 * hidden if bridge == "concat" else hidden
+
+
+def settings() -> dict:
+    """The flag values that define a run, as they appear in the JSON line."""
+    out = {n: FLAGS[n].value for n in SIZE_FLAGS + ("bridge", "sampling_prob")}
+    out["decoder_hidden"] = decoder_hidden(FLAGS.bridge, FLAGS.hidden, FLAGS.decoder_hidden)
+    return out
+
+
+def forward_matmul_flops(batch, src_len, tgt_len, vocab, emb, hidden, dec_hidden, layers, cell,
+                         bridge) -> int:
+    """Multiply-add FLOPs (x2) of one forward pass of the model's matmuls.
+
+    With bridge=zero (and no attention) nothing the encoder computes reaches the loss, so the
+    encoder counts for nothing (XLA removes it; eager PyTorch still runs its forward pass).
+    """
+    g = GATES[cell]
+    b, s, t, v, e, h, hd = batch, src_len, tgt_len, vocab, emb, hidden, dec_hidden
+    flops = 0
+    # Encoder: per layer, input projection (hoisted) and recurrent projection, every token.
+    for layer in range(layers if bridge != "zero" else 0):
+        in_dim = e if layer == 0 else h
+        flops += 2 * b * s * (in_dim + h) * g * h
+    state_total = layers * (2 if cell == "lstm" else 1) * h  # encoder state features
+    dec_total = layers * (2 if cell == "lstm" else 1) * hd
+    # Bridge.
+    if bridge == "dense":
+        flops += 2 * b * state_total * dec_total
+    elif bridge in ("concat", "attention"):  # attention starts from attention_init=dense
+        out = dec_total - state_total if bridge == "concat" else dec_total
+        flops += 2 * b * state_total * out
+    context = h if bridge == "attention" else 0
+    fixed = state_total if bridge == "concat_inputs" else 0
+    # Decoder: layer-0 input is [emb ; context ; fixed], every target step.
+    for layer in range(layers):
+        in_dim = (e + context + fixed) if layer == 0 else hd
+        flops += 2 * b * t * (in_dim + hd) * g * hd
+    if bridge == "attention":  # Bahdanau, attention size = decoder hidden
+        a = hd
+        flops += 2 * b * s * h * a  # key projection, once
+        flops += 2 * b * t * hd * a  # query projection, every step
+        flops += 2 * b * t * s * a  # v . tanh(...) scores
+        flops += 2 * b * t * s * h  # context = weights . keys
+    flops += 2 * b * t * (hd + context) * v  # output layer
+    return flops
+
+
+def train_gflop_per_step(**sizes) -> float:
+    return 3 * forward_matmul_flops(**sizes) / 1e9
+
+
+def sizes_from_flags() -> dict:
+    return dict(batch=FLAGS.batch, src_len=FLAGS.src_len, tgt_len=FLAGS.tgt_len, vocab=FLAGS.vocab,
+                emb=FLAGS.emb, hidden=FLAGS.hidden,
+                dec_hidden=decoder_hidden(FLAGS.bridge, FLAGS.hidden, FLAGS.decoder_hidden),
+                layers=FLAGS.layers, cell=FLAGS.cell, bridge=FLAGS.bridge)
+
+
+def process_usage():
+    """(CPU seconds, minor page faults) of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime, usage.ru_minflt
+
+
+def report(framework: str, step_seconds, compile_s: float, param_count: int, peak_gflops: float,
+           usage_delta=None, **extra) -> dict:
+    """Builds and prints the one JSON line of a training benchmark.
+
+    usage_delta: (CPU seconds, minor faults) over the timed steps, reported per step: CPU time
+    is less disturbed than wall time by other work on a shared machine.
+    """
+    total = sum(step_seconds)
+    median_s = statistics.median(step_seconds)
+    gflop = train_gflop_per_step(**sizes_from_flags())
+    row = {
+        "framework": framework,
+        "tokens_per_s": round(FLAGS.batch * FLAGS.tgt_len * len(step_seconds) / total, 1),
+        "median_step_ms": round(1e3 * median_s, 2),
+        "compile_s": round(compile_s, 3),
+        "param_count": int(param_count),
+        "gflop_per_step": round(gflop, 3),
+        "achieved_gflops": round(gflop / median_s, 1),
+        "matmul_peak_gflops": round(peak_gflops, 1),
+        "peak_fraction": round(gflop / median_s / peak_gflops, 3),
+        "min_step_ms": round(1e3 * min(step_seconds), 2),
+    }
+    if usage_delta is not None:
+        row["cpu_ms_per_step"] = round(1e3 * usage_delta[0] / len(step_seconds), 1)
+        row["minor_faults_per_step"] = round(usage_delta[1] / len(step_seconds))
+    row.update(extra)
+    row.update(settings())
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def random_token_arrays(rng, batch, src_len, tgt_len, vocab):
+    """numpy int32 arrays of one batch: ids >= 4 (specials below), every target ending in EOS."""
+    inputs = rng.randint(4, vocab, size=(batch, src_len)).astype("int32")
+    targets = rng.randint(4, vocab, size=(batch, tgt_len)).astype("int32")
+    targets[:, -1] = 2
+    return inputs, targets

@@ -1,0 +1,217 @@
+"""The same seq2seq model written the way a PyTorch user would, timed like train_throughput.py.
+
+  pip install -r benchmarks/requirements.txt   # torch==2.13.0, CPU build
+  python benchmarks/torch_baseline.py [--bridge=dense] [--sampling_prob=0.25] [--steps=20]
+
+Eager PyTorch, torch.set_num_threads(--threads), OpenMP threads that sleep rather than spin while
+they wait (OMP_WAIT_POLICY=PASSIVE unless the environment sets it: on a machine shared with other
+work, spinning made steps 2x slower, and tiny models 100x slower):
+- encoder: nn.Embedding + nn.LSTM/nn.GRU (fused, all layers) over the whole source;
+- bridges (s2s_jax.bridges.BRIDGES): zero; copy (the encoder final state as it is); dense
+  (tanh(Linear) of the encoder final state, all (c, h) of all layers concatenated, split over the
+  decoder state); concat ([state ; tanh(Linear(state))]); attention (dense initial state, then
+  Bahdanau attention over the encoder outputs at every step, query = previous top h, context
+  concatenated to the input and to the output); concat_inputs (zero initial state, the flattened
+  encoder state concatenated to every decoder input);
+- decoder: with --sampling_prob=0 and no attention, one nn.LSTM/nn.GRU call over the whole gold
+  target; otherwise a Python loop of nn.LSTMCell/nn.GRUCell, where at every step t >= 1 each
+  example reads, with probability p (torch.rand per example), a token drawn from the previous
+  step's detached logits (torch.multinomial of the softmax, or argmax) instead of the gold one;
+- loss: F.cross_entropy over all steps' logits; torch.optim.Adam; zero_grad, backward, step.
+
+Prints one JSON line with the keys of train_throughput.py (compile_s is 0: nothing is compiled).
+"""
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once, when torch loads OpenMP
+import torch  # pylint: disable=g-import-not-at-top
+from torch import nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # pylint: disable=g-import-not-at-top
+
+common.define_flags()
+flags.DEFINE_integer("threads", 2, "torch.set_num_threads")
+flags.DEFINE_float("learning_rate", 1e-3, "adam learning rate")
+FLAGS = flags.FLAGS
+
+BOS_ID = 1
+
+
+class Seq2Seq(nn.Module):
+    """Encoder, bridge and decoder of s2s_jax's model, in eager PyTorch."""
+
+    def __init__(self, vocab, emb, hidden, dec_hidden, layers, cell, bridge, fused_decoder):
+        super().__init__()
+        self.cell, self.bridge, self.layers = cell, bridge, layers
+        self.hidden, self.dec_hidden = hidden, dec_hidden
+        self.tensors = 2 if cell == "lstm" else 1  # (c, h) or (h,)
+        rnn = nn.LSTM if cell == "lstm" else nn.GRU
+        rnn_cell = nn.LSTMCell if cell == "lstm" else nn.GRUCell
+        self.src_embed = nn.Embedding(vocab, emb)
+        self.tgt_embed = nn.Embedding(vocab, emb)
+        self.encoder = rnn(emb, hidden, num_layers=layers, batch_first=True)
+        enc_total = layers * self.tensors * hidden
+        dec_total = layers * self.tensors * dec_hidden
+        if bridge == "copy" and enc_total != dec_total:
+            raise ValueError("bridge 'copy' needs equal encoder and decoder states")
+        if bridge in ("dense", "attention"):
+            self.proj = nn.Linear(enc_total, dec_total)
+        elif bridge == "concat":
+            self.proj = nn.Linear(enc_total, dec_total - enc_total)
+        context = hidden if bridge == "attention" else 0
+        fixed = enc_total if bridge == "concat_inputs" else 0
+        if bridge == "attention":
+            self.attn_query = nn.Linear(dec_hidden, dec_hidden, bias=False)
+            self.attn_key = nn.Linear(hidden, dec_hidden)
+            self.attn_v = nn.Parameter(torch.randn(dec_hidden) / dec_hidden ** 0.5)
+        in_dim = emb + context + fixed
+        self.fused = fused_decoder
+        if fused_decoder:
+            self.decoder = rnn(in_dim, dec_hidden, num_layers=layers, batch_first=True)
+        else:
+            self.cells = nn.ModuleList(
+                [rnn_cell(in_dim if l == 0 else dec_hidden, dec_hidden) for l in range(layers)])
+        self.out = nn.Linear(dec_hidden + context, vocab)
+
+    def _flat_state(self, final):
+        if self.cell == "lstm":
+            h, c = final  # [L, B, H] each
+            return torch.cat([t for l in range(self.layers) for t in (c[l], h[l])], dim=-1)
+        return torch.cat([final[l] for l in range(self.layers)], dim=-1)
+
+    def _split_state(self, flat):
+        """[B, L * tensors * Hd] -> per layer (h, c) for LSTM cells, or h for GRU cells."""
+        parts = torch.split(flat, self.dec_hidden, dim=-1)
+        if self.cell == "lstm":
+            return [(parts[2 * l + 1].contiguous(), parts[2 * l].contiguous())
+                    for l in range(self.layers)]
+        return [parts[l].contiguous() for l in range(self.layers)]
+
+    def forward(self, src, tgt, p, sample_from):
+        batch, steps = tgt.shape
+        enc_out, final = self.encoder(self.src_embed(src))  # [B, S, H]
+        flat = self._flat_state(final)  # [B, enc_total]
+        fixed = None
+        if self.bridge == "zero":
+            state = self._split_state(flat.new_zeros(batch, self.layers * self.tensors *
+                                                     self.dec_hidden))
+        elif self.bridge == "copy":
+            state = self._split_state(flat)
+        elif self.bridge in ("dense", "attention"):
+            state = self._split_state(torch.tanh(self.proj(flat)))
+        elif self.bridge == "concat":
+            state = self._split_state(torch.cat([flat, torch.tanh(self.proj(flat))], -1))
+        else:  # concat_inputs
+            state = self._split_state(flat.new_zeros(batch, self.layers * self.tensors *
+                                                     self.dec_hidden))
+            fixed = flat
+        gold = torch.cat([tgt.new_full((batch, 1), BOS_ID), tgt[:, :-1]], 1)  # [B, T]
+        if self.fused:
+            x = self.tgt_embed(gold)  # [B, T, E]
+            if fixed is not None:
+                x = torch.cat([x, fixed[:, None].expand(-1, steps, -1)], -1)
+            if self.cell == "lstm":
+                h0 = torch.stack([h for h, _ in state])
+                c0 = torch.stack([c for _, c in state])
+                out, _ = self.decoder(x, (h0, c0))
+            else:
+                out, _ = self.decoder(x, torch.stack(state))
+            return self.out(out)  # [B, T, V]
+        keys = self.attn_key(enc_out) if self.bridge == "attention" else None  # [B, S, A]
+        logits_all = []
+        logits = None
+        for t in range(steps):
+            tokens = gold[:, t]
+            if t > 0 and p > 0:
+                fed = torch.rand(batch) < p
+                prev = logits.detach()
+                if sample_from == "argmax":
+                    sampled = prev.argmax(-1)
+                else:
+                    sampled = torch.multinomial(F.softmax(prev, -1), 1)[:, 0]
+                tokens = torch.where(fed, sampled, tokens)
+            parts = [self.tgt_embed(tokens)]
+            if keys is not None:
+                query = state[-1][0] if self.cell == "lstm" else state[-1]
+                scores = torch.tanh(keys + self.attn_query(query)[:, None]) @ self.attn_v
+                weights = F.softmax(scores, dim=-1)  # [B, S]
+                context = torch.bmm(weights[:, None], enc_out)[:, 0]  # [B, H]
+                parts.append(context)
+            if fixed is not None:
+                parts.append(fixed)
+            x = torch.cat(parts, -1) if len(parts) > 1 else parts[0]
+            new_state = []
+            for layer, cell in enumerate(self.cells):
+                s = cell(x, state[layer])
+                new_state.append(s)
+                x = s[0] if self.cell == "lstm" else s
+            state = new_state
+            out = x if keys is None else torch.cat([x, context], -1)
+            logits = self.out(out)  # [B, V]
+            logits_all.append(logits)
+        return torch.stack(logits_all, 1)
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
+
+
+def main(argv):
+    del argv
+    if FLAGS.malloc_tuning:
+        common.tune_malloc()
+    torch.set_num_threads(FLAGS.threads)
+    torch.manual_seed(FLAGS.seed)
+    p = FLAGS.sampling_prob
+    fused = p == 0 and FLAGS.bridge != "attention"
+    dec_hidden = common.decoder_hidden(FLAGS.bridge, FLAGS.hidden, FLAGS.decoder_hidden)
+    model = Seq2Seq(FLAGS.vocab, FLAGS.emb, FLAGS.hidden, dec_hidden, FLAGS.layers, FLAGS.cell,
+                    FLAGS.bridge, fused)
+    param_count = sum(x.numel() for x in model.parameters())
+    opt = torch.optim.Adam(model.parameters(), lr=FLAGS.learning_rate)
+    rs = np.random.RandomState(FLAGS.seed)
+    batches = [tuple(torch.from_numpy(a).long() for a in common.random_token_arrays(
+        rs, FLAGS.batch, FLAGS.src_len, FLAGS.tgt_len, FLAGS.vocab)) for _ in range(4)]
+
+    times = []
+    for i in range(FLAGS.warmup + FLAGS.steps):
+        if i == FLAGS.warmup:
+            usage = common.process_usage()
+        src, tgt = batches[i % len(batches)]
+        start = time.perf_counter()
+        opt.zero_grad()
+        logits = model(src, tgt, p, FLAGS.sample_from)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1))
+        loss.backward()
+        opt.step()
+        loss_value = loss.item()  # the step's result on the host, like block_until_ready
+        if i >= FLAGS.warmup:
+            times.append(time.perf_counter() - start)
+    usage = tuple(b - a for a, b in zip(usage, common.process_usage()))
+    if not np.isfinite(loss_value):
+        raise RuntimeError(f"the loss is not finite: {loss_value}")
+    common.report("torch", times, 0.0, param_count, matmul_peak_gflops(), usage,
+                  final_loss=round(loss_value, 4), dtype="float32",
+                  threads=torch.get_num_threads(), torch_version=torch.__version__,
+                  omp_wait_policy=os.environ["OMP_WAIT_POLICY"],
+                  decoder="nn." + ("LSTM" if FLAGS.cell == "lstm" else "GRU") if fused
+                  else "cell loop")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,137 @@
+"""Training throughput of s2s_jax: full jitted train steps on random tokens.
+
+  python benchmarks/train_throughput.py [--bridge=dense] [--sampling_prob=0.25] [--steps=20]
+
+One step is forward (model.apply with scheduled sampling at --sampling_prob, passed as a traced
+value as a schedule would), s2s_jax.losses.cross_entropy on its logits, backward, and an optax
+adam update, jitted once with the state donated. The step is compiled ahead of time (compile_s is
+trace + XLA compile) and then called as that executable, so any recompilation would be an error.
+After --warmup steps, --steps steps are timed one by one, each blocked on its result.
+
+Prints one JSON line: tokens_per_s (batch x tgt_len x steps / seconds), median_step_ms,
+compile_s, param_count, gflop_per_step (analytic model matmul FLOPs of forward + backward, see
+common.py), matmul_peak_gflops (a timed float32 2048x2048 matmul on this machine),
+peak_fraction (gflop_per_step / median step time / peak) and the settings.
+"""
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # pylint: disable=g-import-not-at-top
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+import optax  # pylint: disable=g-import-not-at-top
+
+from s2s_jax import bridges, cells, losses, model  # pylint: disable=g-import-not-at-top
+
+common.define_flags()
+flags.DEFINE_enum("dtype", "float32", list(model.COMPUTE_DTYPES),
+                  "ModelConfig.compute_dtype (parameters and optimizer stay float32); the matmul "
+                  "peak is measured in the same dtype")
+flags.DEFINE_float("learning_rate", 1e-3, "adam learning rate")
+FLAGS = flags.FLAGS
+
+
+def matmul_peak_gflops(dtype: str = "float32", n: int = 2048, repeats: int = 10) -> float:
+    """Best-of-`repeats` n x n matmul rate in `dtype`, in GFLOP/s."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), dtype)
+    mm = jax.jit(jnp.matmul)
+    mm(a, b).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        mm(a, b).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
+
+
+def model_config() -> model.ModelConfig:
+    return model.ModelConfig(
+        src_vocab=FLAGS.vocab, tgt_vocab=FLAGS.vocab, emb=FLAGS.emb, hidden=FLAGS.hidden,
+        cell=FLAGS.cell, layers=FLAGS.layers, bridge=FLAGS.bridge,
+        decoder_hidden=common.decoder_hidden(FLAGS.bridge, FLAGS.hidden, FLAGS.decoder_hidden),
+        attention_type=FLAGS.attention_type, sample_from=FLAGS.sample_from,
+        compute_dtype=FLAGS.dtype)
+
+
+def make_batches(count: int) -> list:
+    rs = np.random.RandomState(FLAGS.seed)
+    out = []
+    for _ in range(count):
+        inputs, targets = common.random_token_arrays(rs, FLAGS.batch, FLAGS.src_len,
+                                                     FLAGS.tgt_len, FLAGS.vocab)
+        out.append({
+            "inputs": jnp.asarray(inputs), "targets": jnp.asarray(targets),
+            "inputs_len": jnp.full((FLAGS.batch,), FLAGS.src_len, jnp.int32),
+            "targets_len": jnp.full((FLAGS.batch,), FLAGS.tgt_len, jnp.int32),
+        })
+    return out
+
+
+def make_train_step(m: model.Model, tx, traces: list):
+    def train_step(state, batch, rng, probability):
+        traces.append(1)  # runs once per trace: the executable must be reused for every step
+        params, opt_state, step = state
+        rng = jax.random.fold_in(rng, step)
+
+        def loss_fn(p):
+            out = m.apply(p, batch, rng, probability, train=True)
+            return losses.cross_entropy(out.logits, batch["targets"], batch["targets_len"])
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return (params, opt_state, step + 1), loss
+
+    return jax.jit(train_step, donate_argnums=0)
+
+
+def main(argv):
+    del argv
+    if FLAGS.malloc_tuning:
+        common.tune_malloc()
+    assert set(common.BRIDGE_NAMES) == set(bridges.BRIDGES), "update common.BRIDGE_NAMES"
+    assert set(common.CELL_NAMES) == set(cells.CELLS), "update common.CELL_NAMES"
+    m = model.build(model_config())
+    params = m.init(jax.random.PRNGKey(FLAGS.seed))
+    param_count = sum(x.size for x in jax.tree_util.tree_leaves(params))
+    tx = optax.adam(FLAGS.learning_rate)
+    state = (params, tx.init(params), jnp.zeros((), jnp.int32))
+    batches = make_batches(4)
+    rng = jax.random.PRNGKey(FLAGS.seed + 1)
+    probability = jnp.float32(FLAGS.sampling_prob)
+    traces = []
+    step_fn = make_train_step(m, tx, traces)
+
+    start = time.perf_counter()
+    compiled = step_fn.lower(state, batches[0], rng, probability).compile()
+    compile_s = time.perf_counter() - start
+
+    times = []
+    for i in range(FLAGS.warmup + FLAGS.steps):
+        if i == FLAGS.warmup:
+            usage = common.process_usage()
+        start = time.perf_counter()
+        state, loss = compiled(state, batches[i % len(batches)], rng, probability)
+        loss.block_until_ready()
+        if i >= FLAGS.warmup:
+            times.append(time.perf_counter() - start)
+    usage = tuple(b - a for a, b in zip(usage, common.process_usage()))
+    loss = float(loss)
+    if not np.isfinite(loss):
+        raise RuntimeError(f"the loss is not finite: {loss}")
+    common.report("jax", times, compile_s, param_count, matmul_peak_gflops(FLAGS.dtype), usage,
+                  traces=len(traces),
+                  final_loss=round(loss, 4), dtype=FLAGS.dtype, threads=os.cpu_count(),
+                  jax_version=jax.__version__)
+
+
+if __name__ == "__main__":
+    app.run(main)

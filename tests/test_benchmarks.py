@@ -1,0 +1,53 @@
+"""The benchmark scripts run and print their JSON line (tiny sizes; nothing here is timed)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import common  # noqa: E402  pylint: disable=g-import-not-at-top
+
+TINY = ["--batch=2", "--src_len=4", "--tgt_len=4", "--vocab=20", "--emb=8", "--hidden=8"]
+
+
+def _run(script, *args):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+    assert len(lines) == 1, proc.stdout
+    return json.loads(lines[0])
+
+
+@pytest.mark.parametrize("bridge,p", [("dense", "0.25"), ("attention", "0")])
+def test_train_throughput_prints_its_json_line(bridge, p):
+    row = _run("train_throughput.py", *TINY, "--steps=2", "--warmup=1", f"--bridge={bridge}",
+               f"--sampling_prob={p}")
+    for key in ("tokens_per_s", "median_step_ms", "compile_s", "param_count", "gflop_per_step",
+                "matmul_peak_gflops", "peak_fraction", "batch", "src_len", "tgt_len", "vocab",
+                "emb", "hidden", "layers", "cell", "bridge", "sampling_prob", "steps", "warmup"):
+        assert key in row, key
+    assert row["framework"] == "jax" and row["bridge"] == bridge
+    assert row["traces"] == 1  # one compilation serves every step
+    assert row["tokens_per_s"] > 0 and row["matmul_peak_gflops"] > 0 and row["param_count"] > 0
+
+
+def test_decode_throughput_reports_greedy_and_beam():
+    row = _run("decode_throughput.py", *TINY, "--calls=2", "--warmup=1", "--beam_size=2")
+    assert row["greedy"]["sentences_per_s"] > 0
+    assert row["beam"] is None or row["beam"]["sentences_per_s"] > 0
+
+
+def test_flop_count_of_the_target_setting():
+    sizes = dict(batch=64, src_len=30, tgt_len=30, vocab=8000, emb=256, hidden=512,
+                 dec_hidden=512, layers=1, cell="lstm")
+    # Encoder and decoder LSTMs (input + recurrent), the dense bridge, the output layer.
+    lstm = 2 * 64 * 30 * (256 + 512) * 4 * 512
+    want = 2 * lstm + 2 * 64 * 1024 * 1024 + 2 * 64 * 30 * 512 * 8000
+    assert common.forward_matmul_flops(bridge="dense", **sizes) == want
+    assert common.train_gflop_per_step(bridge="dense", **sizes) == pytest.approx(3 * want / 1e9)
+    # Attention adds its projections and the context to the decoder input and output.
+    assert common.forward_matmul_flops(bridge="attention", **sizes) > want
