@@ -42,7 +42,14 @@ def _additive_score(params, query, prepared):
     v = params["v"]
     if "g" in params:
         v = params["g"] * v / jnp.linalg.norm(v)
-    hidden = jnp.tanh(prepared + dense(params["query"], query)[:, None, :])  # [B, S, A]
+    return _additive_hidden_score(params["query"], v, query, prepared)
+
+
+@jax.checkpoint
+def _additive_hidden_score(query_params, v, query, prepared):
+    # Rematerialised: inside the decoder loop, keeping the [B, S, A] tanh for the backward pass
+    # costs more memory traffic (two [T, B, S, A] buffers) than recomputing it there.
+    hidden = jnp.tanh(prepared + dense(query_params, query)[:, None, :])  # [B, S, A]
     return hidden @ v  # [B, S]
 
 

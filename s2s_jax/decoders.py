@@ -17,11 +17,29 @@ with probability `p` decides whether the input is the gold token or the model's 
   gradient through this vector is stopped unless `output_gradient` is set (TF's helper lets it
   flow; Bengio et al. treat the fed-back input as a constant).
 Step 0 always reads BOS.
+
+How the embedding-mode unroll (training, and greedy decoding) is kept fast; every choice below
+leaves the results of the straightforward loop (tests/reference.py) unchanged:
+- the Bernoulli draws of all steps are made before the loop (they depend on keys only), so the
+  loop knows which steps feed anything back. The output layer runs inside the loop only on a
+  step whose logits the next step samples from (`lax.cond`); with teacher forcing it never
+  does, and the logits of all steps come from one [B*T, O] x [O, V] matmul after the loop;
+- the logits inside the loop only choose a discrete token, so they carry no gradient. The loss
+  gradient of the output layer is two big matmuls after the loop (`_output_logits`), never a
+  per-step [O, V] accumulation;
+- every step's input projection (gold or fed back) is a constant inside the loop; its gradient
+  (embedding rows, E-part of the kernel, bias) is computed after the loop from the tokens the
+  steps read, in big matmuls (`_make_decode_scan`'s custom VJP), and so is the gradient of an
+  LSTM's layer-0 recurrent kernel (as for the encoder, see encoders._lstm_scan);
+- argmax and the Gumbel noise of categorical sampling are computed in forms XLA:CPU runs
+  several times faster, bit for bit equal to jnp.argmax and jax.random.gumbel.
 """
+import math
 from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from s2s_jax import attention as attention_lib
 from s2s_jax import cells, encoders, sampling
@@ -90,16 +108,76 @@ class _Memory(NamedTuple):
     fixed_proj: Optional[jax.Array]  # [B, G*H] projection of the fixed conditioning vector
 
 
+# --- Sampling helpers, bit-identical to sampling.sample_tokens but faster on CPU -------------
+def _argmax(x):
+    """jnp.argmax over the last axis (first maximum, NaN counting as the maximum), as two plain
+    reductions: XLA:CPU runs the variadic (value, index) argmax reduce several times slower."""
+    top = jnp.max(x, axis=-1, keepdims=True)
+    hit = (x == top) | (jnp.isnan(top) & jnp.isnan(x))
+    iota = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+    return jnp.min(jnp.where(hit, iota, x.shape[-1]), axis=-1).astype(jnp.int32)
+
+
+def _rotate_left(v, r):
+    return (v << np.uint32(r)) | (v >> np.uint32(32 - r))
+
+
+def _threefry2x32(k1, k2, x1, x2):
+    """Threefry-2x32 with its 20 rounds unrolled (jax's CPU lowering rolls them into a loop)."""
+    rotations = ((13, 15, 26, 6), (17, 29, 16, 24))
+    ks = (k1, k2, k1 ^ k2 ^ np.uint32(0x1BD11BDA))
+    x1, x2 = x1 + ks[0], x2 + ks[1]
+    for i in range(5):
+        for r in rotations[i % 2]:
+            x1 = x1 + x2
+            x2 = x1 ^ _rotate_left(x2, r)
+        x1 = x1 + ks[(i + 1) % 3]
+        x2 = x2 + ks[(i + 2) % 3] + np.uint32(i + 1)
+    return x1, x2
+
+
+def _fast_gumbel_applies(key, shape, dtype) -> bool:
+    return (isinstance(key, jax.Array) and key.dtype == jnp.uint32 and key.shape == (2,)
+            and dtype == jnp.float32 and math.prod(shape) < 2 ** 32
+            and jax.config.jax_default_prng_impl == "threefry2x32"
+            and jax.config.jax_threefry_partitionable
+            and not jax.config.jax_high_dynamic_range_gumbel)
+
+
+def _gumbel(key, shape, dtype):
+    """jax.random.gumbel(key, shape, dtype), bit for bit (raw threefry keys, float32)."""
+    if not _fast_gumbel_applies(key, shape, dtype):
+        return jax.random.gumbel(key, shape, dtype)
+    counts = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
+    hi, lo = _threefry2x32(key[0], key[1], jnp.zeros_like(counts), counts)
+    bits = hi ^ lo
+    one = np.array(1.0, np.float32)
+    floats = jax.lax.bitcast_convert_type(
+        (bits >> np.uint32(32 - 23)) | one.view(np.uint32), jnp.float32) - one
+    tiny = np.float32(np.finfo(np.float32).tiny)
+    uniform = jax.lax.max(tiny, floats * (one - tiny) + tiny)  # jax.random.uniform(tiny, 1)
+    return -jnp.log(-jnp.log(uniform))
+
+
+def _sample_tokens(key, logits, sample_from: str, temperature: float):
+    """sampling.sample_tokens, bit for bit: argmax, or the Gumbel-max categorical sample."""
+    if sample_from == "argmax":
+        return _argmax(logits)
+    logits = logits / temperature
+    return _argmax(_gumbel(key, logits.shape, logits.dtype) + logits)
+
+
+# --- The generic step (output mode) ----------------------------------------------------------
 def _step(params, opts: DecoderOptions, sizes: InputSizes, memory: _Memory, probability,
           free_running: bool, carry, xs):
-    """One decoder step; the body of the scan.
+    """One decoder step of the output-mode scan, where the fed-back vector may carry gradient.
 
     carry: (state, prev_logits [B, V], prev_out [B, O]); xs: (t, gold_proj [B, G*H],
     aux_proj [B, G*H] or None, key).
     """
     state, prev_logits, prev_out = carry
     t, gold_proj, aux_proj, key = xs
-    k_choose, k_token, k_dropout = jax.random.split(key, 3)
+    k_choose, _, k_dropout = jax.random.split(key, 3)
     batch = gold_proj.shape[0]
     k_emb, k_ctx, _, _ = _kernel_parts(params["layers"][0], sizes)
     bias = params["layers"][0]["input"]["bias"]
@@ -109,17 +187,12 @@ def _step(params, opts: DecoderOptions, sizes: InputSizes, memory: _Memory, prob
         fed = jnp.broadcast_to(t > 0, (batch,))
     else:
         fed = sampling.choose_sampled(k_choose, probability, batch) & (t > 0)  # [B]
-    if opts.sampling_mode == "embedding":
-        logits_in = jax.lax.stop_gradient(prev_logits)
-        tokens = sampling.sample_tokens(k_token, logits_in, opts.sample_from, opts.temperature)
-        fed_vec = encoders.embed(params["embed"], tokens)  # [B, E]
-    else:
-        tokens = jnp.argmax(prev_logits, axis=-1).astype(jnp.int32)
-        fed_vec = sampling.NEXT_INPUTS[opts.next_inputs].apply(
-            params.get("next_inputs"), prev_out, prev_logits, params["embed"]["embedding"],
-            opts.temperature)  # [B, E]
-        if not opts.output_gradient:
-            fed_vec = jax.lax.stop_gradient(fed_vec)
+    tokens = _argmax(prev_logits)
+    fed_vec = sampling.NEXT_INPUTS[opts.next_inputs].apply(
+        params.get("next_inputs"), prev_out, prev_logits, params["embed"]["embedding"],
+        opts.temperature)  # [B, E]
+    if not opts.output_gradient:
+        fed_vec = jax.lax.stop_gradient(fed_vec)
     x_proj = jnp.where(fed[:, None], fed_vec @ k_emb + bias, gold_proj)  # [B, G*H]
     sample_ids = jnp.where(fed, tokens, -1)
 
@@ -154,6 +227,227 @@ def _prepare_memory(params, opts, sizes, encoder_outputs, source_mask, fixed_inp
     return _Memory(keys, prepared, mask, fixed_proj)
 
 
+def _unroll_output_mode(params, opts, sizes, memory, initial_state, gold_inputs, aux_proj, rng,
+                        probability, free_running):
+    """The output-mode scan. Returns (logits [B,T,V], sample_ids [B,T], fed [T,B], weights)."""
+    batch, steps = gold_inputs.shape
+    k_emb = _kernel_parts(params["layers"][0], sizes)[0]
+    bias = params["layers"][0]["input"]["bias"]
+    gold_emb = encoders.embed(params["embed"], gold_inputs.T)  # [T, B, E]
+    gold_proj = gold_emb @ k_emb + bias  # [T, B, G*H], hoisted out of the scan
+    vocab = params["out"]["kernel"].shape[-1]
+    out_dim = params["out"]["kernel"].shape[0]
+    dtype = gold_proj.dtype
+    carry = (list(initial_state), jnp.zeros((batch, vocab), dtype),
+             jnp.zeros((batch, out_dim), dtype))
+    xs = (jnp.arange(steps), gold_proj, aux_proj, jax.random.split(rng, steps))
+
+    def body(carry, xs):
+        return _step(params, opts, sizes, memory, probability, free_running, carry, xs)
+
+    _, (logits, sample_ids, fed, weights) = jax.lax.scan(body, carry, xs)
+    return jnp.swapaxes(logits, 0, 1), jnp.swapaxes(sample_ids, 0, 1), fed, weights
+
+
+# --- The embedding-mode unroll ---------------------------------------------------------------
+def _decode_scan(opts: DecoderOptions, sizes: InputSizes, embed_params, diff, const):
+    """The embedding-mode decoder loop over precomputed draws.
+
+    Args:
+      embed_params: (embedding [V, E], k_emb [E, G*H], bias [G*H]), the projection of an input
+        token; constants here (the custom VJP of `_make_decode_scan` adds their gradient).
+      diff: the differentiable inputs: `layers`, `attention` (params), `state` (initial),
+        `base` [T, B, G*H] (the projected gold input where gold is read, else 0; its gradient is
+        that of every step's input projection), `aux` [T, B, G*H] or None, `keys`, `prepared`,
+        `fixed` [B, G*H] (memory, or None).
+      const: `fed` [T, B] bool, `need` [T] bool (compute this step's logits in the loop),
+        `token_key` [T] (the key that samples from step t's logits), `dropout_key` [T], `mask`
+        [B, S] or None, `out_kernel`, `out_bias` (stop-gradient copies).
+
+    Returns:
+      ((outs [T, B, O], weights [T, B, S] or None), (logits [B, T, V] (zero where not needed),
+      next_tokens [T, B] (sampled from step t's logits for step t + 1), h0 [T, B, H] (layer 0's
+      h after every step) or None)).
+    """
+    table, k_emb, bias = embed_params
+    layers = diff["layers"]
+    defer = _defers_recurrent_gradient(opts)
+    if defer:  # layer 0's recurrent kernel is a constant here; see _make_decode_scan
+        layer0 = dict(layers[0], recurrent=jax.tree_util.tree_map(jax.lax.stop_gradient,
+                                                                   layers[0]["recurrent"]))
+        layers = [layer0] + list(layers[1:])
+    k_ctx = _kernel_parts(diff["layers"][0], sizes)[1]
+    steps, batch = diff["base"].shape[:2]
+    vocab = const["out_kernel"].shape[-1]
+    dtype = diff["base"].dtype
+
+    def sample(out, key, t, all_logits):
+        logits = out @ const["out_kernel"] + const["out_bias"]  # [B, V]
+        tokens = _sample_tokens(key, logits, opts.sample_from, opts.temperature)
+        fed_proj = encoders.embed({"embedding": table}, tokens) @ k_emb + bias  # [B, G*H]
+        # Written in place into [B, T, V], the layout of the result: no transpose afterwards.
+        all_logits = jax.lax.dynamic_update_slice_in_dim(all_logits, logits[:, None], t, 1)
+        return tokens, fed_proj, all_logits
+
+    def skip(out, key, t, all_logits):
+        del out, key, t
+        return (jnp.zeros((batch,), jnp.int32), jnp.zeros((batch, k_emb.shape[-1]), dtype),
+                all_logits)
+
+    def step(carry, xs):
+        state, fed_proj, all_logits = carry
+        # Exactly the fed projection or the gold one: x + 0 == x.
+        x_proj = jnp.where(xs["fed"][:, None], fed_proj, 0.0) + xs["base"]  # [B, G*H]
+        weights = None
+        if opts.attention is not None:
+            query = state[-1][-1]  # top layer's h from the previous step: [B, H]
+            context, weights = attention_lib.attend(opts.attention, diff["attention"], query,
+                                                    diff["keys"], diff["prepared"], const["mask"])
+            x_proj = x_proj + context @ k_ctx
+        if diff["fixed"] is not None:
+            x_proj = x_proj + diff["fixed"]
+        if xs["aux"] is not None:
+            x_proj = x_proj + xs["aux"]
+        rng = xs["dropout_key"] if opts.dropout_rate > 0 else None
+        state, h = cells.stack_step(opts.cell, layers, state, None, x_proj0=x_proj,
+                                    dropout_rate=opts.dropout_rate, rng=rng)
+        out = h if opts.attention is None else jnp.concatenate([h, context], axis=-1)  # [B, O]
+        tokens, fed_proj, all_logits = jax.lax.cond(
+            xs["need"], sample, skip, jax.lax.stop_gradient(out), xs["token_key"], xs["t"],
+            all_logits)
+        h0 = state[0][-1] if defer else None
+        return (state, fed_proj, all_logits), ((out, weights), (tokens, h0))
+
+    carry = (list(diff["state"]), jnp.zeros((batch, k_emb.shape[-1]), dtype),
+             jnp.zeros((batch, steps, vocab), dtype))
+    xs = {"t": jnp.arange(steps), "fed": const["fed"], "base": diff["base"], "aux": diff["aux"],
+          "need": const["need"], "token_key": const["token_key"],
+          "dropout_key": const["dropout_key"]}
+    (_, _, all_logits), (outs, (next_tokens, h0)) = jax.lax.scan(step, carry, xs)
+    return outs, (all_logits, next_tokens, h0)
+
+
+def _defers_recurrent_gradient(opts: DecoderOptions) -> bool:
+    """Whether layer 0's gates are x_proj0 + h_prev @ kernel (an LSTM): then the loop's gradient
+    with respect to `base` is the gradient of those gates, and the kernel's gradient is one
+    matmul after the loop (as encoders._lstm_scan does for the encoder)."""
+    return opts.cell.step is cells.CELLS["lstm"].step
+
+
+def _input_gradients(embed_params, inputs, d_proj):
+    """Gradients of every step's input projection `embed(inputs) @ k_emb + bias`.
+
+    inputs: [T, B] the token each step read (gold or fed back); d_proj: [T, B, G*H].
+    """
+    table, k_emb, _ = embed_params
+    x = encoders.embed({"embedding": table}, inputs)  # [T, B, E]
+    d_k = jnp.einsum("tbe,tbg->eg", x, d_proj)
+    d_table = jnp.zeros_like(table).at[inputs].add(d_proj @ k_emb.T)
+    return d_table, d_k, jnp.sum(d_proj, axis=(0, 1))
+
+
+def _make_decode_scan(opts: DecoderOptions, sizes: InputSizes):
+    """`_decode_scan` with the input projection's gradient computed after the loop.
+
+    Inside the loop every input projection, gold or fed back, is a constant, so the backward loop
+    neither scatter-adds into the [V, E] embedding nor accumulates the [E, G*H] kernel per step.
+    The loop's gradient with respect to `base` is the gradient of each step's input projection
+    (fed rows included: x = where(fed, fed_proj, 0) + base), and `_input_gradients` turns it
+    into parameter gradients with the tokens the steps actually read, in big matmuls. For an
+    LSTM it is also the gradient of layer 0's gates, which gives that layer's recurrent kernel
+    gradient as one matmul with the layer's h of the previous steps.
+    """
+
+    @jax.custom_vjp
+    def decode_scan(embed_params, diff, const, gold):
+        del gold
+        return _decode_scan(opts, sizes, embed_params, diff, const)
+
+    def fwd(embed_params, diff, const, gold):
+        outs, vjp_fn, aux = jax.vjp(
+            lambda d: _decode_scan(opts, sizes, embed_params, d, const), diff, has_aux=True)
+        return (outs, aux), (vjp_fn, embed_params, aux[1], aux[2], diff["state"][0][-1],
+                             const["fed"], gold)
+
+    def bwd(res, cts):
+        vjp_fn, embed_params, next_tokens, h0, h0_initial, fed, gold = res
+        (d_diff,) = vjp_fn(cts[0])  # the loop's own logits and tokens carry no gradient
+        if h0 is not None:
+            h_prev = jnp.concatenate([h0_initial[None], h0[:-1]])  # [T, B, H]
+            d_kernel = jnp.einsum("tbh,tbg->hg", h_prev, d_diff["base"])
+            d_diff["layers"][0]["recurrent"]["kernel"] = d_kernel
+        fed_tokens = jnp.concatenate([jnp.zeros_like(next_tokens[:1]), next_tokens[:-1]])
+        inputs = jnp.where(fed, fed_tokens, gold)  # [T, B]
+        d_embed = _input_gradients(embed_params, inputs, d_diff["base"])
+        d_diff["base"] = None  # a constant: its gradient went to the embedding parameters
+        return d_embed, d_diff, None, None
+
+    decode_scan.defvjp(fwd, bwd)
+    return decode_scan
+
+
+@jax.custom_vjp
+def _output_logits(out, kernel, bias, loop_logits, use_loop):
+    """Logits [B, T, V] of out [B, T, O]: the ones the loop computed when it did so for every
+    step, else one matmul. Either way the gradient is two big matmuls."""
+    return jax.lax.cond(use_loop, lambda: loop_logits, lambda: out @ kernel + bias)
+
+
+def _output_logits_fwd(out, kernel, bias, loop_logits, use_loop):
+    return _output_logits(out, kernel, bias, loop_logits, use_loop), (out, kernel)
+
+
+def _output_logits_bwd(res, g):
+    out, kernel = res
+    d_out = g @ kernel.T  # [B, T, O]
+    d_kernel = jnp.einsum("bto,btv->ov", out, g)
+    return d_out, d_kernel, jnp.sum(g, axis=(0, 1)), None, None
+
+
+_output_logits.defvjp(_output_logits_fwd, _output_logits_bwd)
+
+
+def _unroll_embedding_mode(params, opts, sizes, memory, initial_state, gold_inputs, aux_proj, rng,
+                           probability, free_running):
+    """The embedding-mode unroll. Returns (logits [B,T,V], sample_ids [B,T], fed [T,B], weights)."""
+    batch, steps = gold_inputs.shape
+    sg = jax.lax.stop_gradient
+    embed_params = (params["embed"]["embedding"], _kernel_parts(params["layers"][0], sizes)[0],
+                    params["layers"][0]["input"]["bias"])
+    table, k_emb, bias = map(sg, embed_params)  # their gradient comes from _make_decode_scan
+    gold = gold_inputs.T  # [T, B]
+    gold_proj = encoders.embed({"embedding": table}, gold) @ k_emb + bias  # [T, B, G*H], hoisted
+
+    step_keys = jax.vmap(lambda k: jax.random.split(k, 3))(jax.random.split(rng, steps))
+    k_choose, k_token, k_dropout = step_keys[:, 0], step_keys[:, 1], step_keys[:, 2]
+    t = jnp.arange(steps)
+    if free_running:
+        fed = jnp.broadcast_to((t > 0)[:, None], (steps, batch))
+    else:
+        fed = jax.vmap(lambda k: sampling.choose_sampled(k, probability, batch))(k_choose)
+        fed = fed & (t > 0)[:, None]  # [T, B]
+    any_fed = jnp.any(fed, axis=1)  # [T]
+    # Step t needs its logits in the loop when step t + 1 samples from them; the last step does
+    # as the one before it, so a fully sampled run needs no output matmul after the loop.
+    need = jnp.concatenate([any_fed[1:], any_fed[-1:]])  # [T]
+    token_key = jnp.concatenate([k_token[1:], k_token[-1:]])  # the key of step t + 1's draw
+
+    out_kernel, out_bias = params["out"]["kernel"], params["out"]["bias"]
+    diff = {"layers": params["layers"], "attention": params.get("attention"),
+            "state": list(initial_state), "base": jnp.where(fed[..., None], 0.0, gold_proj),
+            "aux": aux_proj, "keys": memory.keys, "prepared": memory.prepared,
+            "fixed": memory.fixed_proj}
+    const = {"fed": fed, "need": need, "token_key": token_key, "dropout_key": k_dropout,
+             "mask": memory.mask, "out_kernel": sg(out_kernel), "out_bias": sg(out_bias)}
+    (outs, weights), (loop_logits, next_tokens, _) = _make_decode_scan(opts, sizes)(
+        embed_params, diff, const, gold)
+    logits = _output_logits(jnp.swapaxes(outs, 0, 1), out_kernel, out_bias, sg(loop_logits),
+                            jnp.all(need))  # [B, T, V]
+    tokens = jnp.concatenate([jnp.zeros_like(next_tokens[:1]), next_tokens[:-1]])  # [T, B]
+    sample_ids = jnp.swapaxes(jnp.where(fed, tokens, -1), 0, 1)  # [B, T]
+    return logits, sample_ids, fed, weights
+
+
 def unroll(params, opts: DecoderOptions, sizes: InputSizes, initial_state, gold_inputs, rng,
            probability, *, encoder_outputs=None, source_mask=None, fixed_inputs=None,
            aux_inputs=None, target_lengths=None, free_running: bool = False) -> DecoderOutput:
@@ -176,25 +470,12 @@ def unroll(params, opts: DecoderOptions, sizes: InputSizes, initial_state, gold_
       DecoderOutput.
     """
     batch, steps = gold_inputs.shape
-    k_emb, _, _, k_aux = _kernel_parts(params["layers"][0], sizes)
-    bias = params["layers"][0]["input"]["bias"]
-    gold_emb = encoders.embed(params["embed"], gold_inputs)  # [B, T, E]
-    gold_proj = gold_emb @ k_emb + bias  # [B, T, G*H], hoisted out of the scan
-    aux_proj = None if aux_inputs is None else jnp.swapaxes(aux_inputs @ k_aux, 0, 1)
+    k_aux = _kernel_parts(params["layers"][0], sizes)[3]
+    aux_proj = None if aux_inputs is None else jnp.swapaxes(aux_inputs, 0, 1) @ k_aux
     memory = _prepare_memory(params, opts, sizes, encoder_outputs, source_mask, fixed_inputs)
-
-    vocab = params["out"]["kernel"].shape[-1]
-    out_dim = params["out"]["kernel"].shape[0]
-    dtype = gold_proj.dtype
-    carry = (list(initial_state), jnp.zeros((batch, vocab), dtype), jnp.zeros((batch, out_dim), dtype))
-    xs = (jnp.arange(steps), jnp.swapaxes(gold_proj, 0, 1), aux_proj, jax.random.split(rng, steps))
-
-    def body(carry, xs):
-        return _step(params, opts, sizes, memory, probability, free_running, carry, xs)
-
-    _, (logits, sample_ids, fed, weights) = jax.lax.scan(body, carry, xs)
-    logits = jnp.swapaxes(logits, 0, 1)  # [B, T, V]
-    sample_ids = jnp.swapaxes(sample_ids, 0, 1)  # [B, T]
+    run = _unroll_embedding_mode if opts.sampling_mode == "embedding" else _unroll_output_mode
+    logits, sample_ids, fed, weights = run(params, opts, sizes, memory, initial_state,
+                                           gold_inputs, aux_proj, rng, probability, free_running)
     fed = jnp.swapaxes(fed, 0, 1)  # [B, T]
     if target_lengths is None:
         target_lengths = jnp.full((batch,), steps, jnp.int32)

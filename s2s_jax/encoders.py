@@ -4,8 +4,11 @@ Layers run one after another, each as a whole scan over time, so every layer's i
 is one big matmul outside the scan. Variable lengths are handled by freezing the carry past each
 example's length: the final state is the state at the true length, and appending padding to a
 source changes nothing. A bidirectional layer runs the backward direction over each sequence
-reversed *within its length*, so the backward final state has read the real tokens only.
+reversed *within its length*, so the backward final state has read the real tokens only. An
+LSTM's recurrent-kernel gradient is one matmul after the loop rather than a product added up at
+every step (`_lstm_scan`).
 """
+import functools
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -50,14 +53,13 @@ def _reverse_within_length(x, lengths):
     return jnp.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
 
 
-def _scan_direction(cell, params, x, mask):
-    """Runs one cell over time with the carry frozen past each length.
+def _masked_scan(cell, params, x_proj, mask):
+    """The cell over time-major projections with the carry frozen past each length.
 
-    x: [B, S, I]; mask: [B, S]. Returns (outputs [B, S, H] zero on padding, final carry).
+    x_proj: [S, B, G*H]; mask: [S, B]. Returns (final carry, outputs [S, B, H] zero on padding).
     """
-    batch = x.shape[0]
+    batch = x_proj.shape[1]
     hidden = params["recurrent"]["kernel"].shape[0]
-    x_proj = cell.project(params, x)  # [B, S, G*H], hoisted out of the scan
 
     def step(carry, inputs):
         xp, m = inputs  # [B, G*H], [B]
@@ -66,8 +68,49 @@ def _scan_direction(cell, params, x, mask):
         new_carry = tuple(jnp.where(keep, n, o) for n, o in zip(new_carry, carry))
         return new_carry, jnp.where(keep, h, 0.0)
 
-    carry0 = cells.zero_carry(cell, batch, hidden, x.dtype)
-    final, outs = jax.lax.scan(step, carry0, (jnp.swapaxes(x_proj, 0, 1), mask.T))
+    carry0 = cells.zero_carry(cell, batch, hidden, x_proj.dtype)
+    return jax.lax.scan(step, carry0, (x_proj, mask))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _lstm_scan(cell, kernel, x_proj, mask):
+    """`_masked_scan` of an LSTM whose recurrent-kernel gradient is one matmul after the loop.
+
+    An LSTM's gates are x_proj + h_prev @ kernel, so the loop's gradient with respect to x_proj
+    is the gradient of the gates, and the kernel's is sum_t h_prev_t^T d_gates_t: one
+    [H, S*B] x [S*B, 4H] matmul instead of a [H, B] x [B, 4H] product added up every step.
+    """
+    return _masked_scan(cell, {"recurrent": {"kernel": kernel}}, x_proj, mask)
+
+
+def _lstm_scan_fwd(cell, kernel, x_proj, mask):
+    params = {"recurrent": {"kernel": kernel}}  # a constant inside: no per-step gradient
+    out, vjp_fn = jax.vjp(lambda xp: _masked_scan(cell, params, xp, mask), x_proj)
+    return out, (vjp_fn, out[1])
+
+
+def _lstm_scan_bwd(cell, res, ct):
+    del cell
+    vjp_fn, outs = res
+    (d_gates,) = vjp_fn(ct)  # [S, B, 4H]
+    # h_prev at step t is outs[t - 1] wherever step t is real; elsewhere d_gates is 0.
+    h_prev = jnp.concatenate([jnp.zeros_like(outs[:1]), outs[:-1]])  # [S, B, H]
+    return jnp.einsum("sbh,sbg->hg", h_prev, d_gates), d_gates, None
+
+
+_lstm_scan.defvjp(_lstm_scan_fwd, _lstm_scan_bwd)
+
+
+def _scan_direction(cell, params, x, mask):
+    """Runs one cell over time with the carry frozen past each length.
+
+    x: [B, S, I]; mask: [B, S]. Returns (outputs [B, S, H] zero on padding, final carry).
+    """
+    x_proj = jnp.swapaxes(cell.project(params, x), 0, 1)  # [S, B, G*H], hoisted out of the scan
+    if cell.step is cells.CELLS["lstm"].step:
+        final, outs = _lstm_scan(cell, params["recurrent"]["kernel"], x_proj, mask.T)
+    else:
+        final, outs = _masked_scan(cell, params, x_proj, mask.T)
     return jnp.swapaxes(outs, 0, 1), final
 
 

@@ -41,6 +41,9 @@ class ModelConfig:
     next_inputs: str = "softmax_embedding"  # output mode: sampling.NEXT_INPUTS
     output_gradient: bool = False  # output mode: gradients through the fed-back vector
     aux_dim: int = 0  # width of optional batch['aux_inputs'] [B, T, A]
+    # Activations and matmuls; parameters (and so gradients and optimizer state) stay float32.
+    # 'bfloat16' suits accelerators and CPUs with bf16 matrix units (AMX); logits come out in it.
+    compute_dtype: str = "float32"
 
     @property
     def directions(self) -> int:
@@ -101,6 +104,20 @@ def _check(cfg: ModelConfig) -> None:
         raise ValueError(f"--dropout must lie in [0, 1), got {cfg.dropout}")
     if cfg.temperature <= 0.0:
         raise ValueError(f"--temperature must be positive, got {cfg.temperature}")
+    if cfg.compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"unknown --compute_dtype {cfg.compute_dtype!r}; "
+                         f"choose one of {sorted(COMPUTE_DTYPES)}")
+
+
+COMPUTE_DTYPES = ("bfloat16", "float16", "float32")
+
+
+def _cast(params, dtype: str):
+    """Floating-point leaves of `params` in `dtype` (the identity for float32)."""
+    if dtype == "float32":
+        return params
+    return jax.tree_util.tree_map(
+        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, params)
 
 
 def build(cfg: ModelConfig) -> Model:
@@ -141,6 +158,9 @@ def build(cfg: ModelConfig) -> Model:
 
     def _run(params, inputs, inputs_len, gold_inputs, rng, probability, train, dec_opts,
              free_running, target_lengths=None, aux_inputs=None):
+        params = _cast(params, cfg.compute_dtype)
+        if aux_inputs is not None and cfg.compute_dtype != "float32":
+            aux_inputs = aux_inputs.astype(cfg.compute_dtype)
         k_enc, k_dec = jax.random.split(rng)
         encoded = encoders.encode(params["encoder"], enc_cell, inputs, inputs_len,
                                   dropout_rate=cfg.dropout if train else 0.0,
@@ -179,6 +199,7 @@ def build(cfg: ModelConfig) -> Model:
         """Beam search (beam.search): tokens [B, K, steps] and normalised scores [B, K]."""
         if cfg.aux_dim:
             raise ValueError("beam search does not support auxiliary decoder inputs (aux_dim > 0)")
+        params = _cast(params, cfg.compute_dtype)
         encoded = encoders.encode(params["encoder"], enc_cell, inputs, inputs_len)
         cond = bridge.apply(params["bridge"], encoded.state, dec_spec, cfg.attention_init)
         repeat = lambda x: None if x is None else jnp.repeat(x, beam_size, axis=0)  # noqa: E731
