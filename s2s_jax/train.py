@@ -82,7 +82,7 @@ def make_train_step(net: model.Model, tx, schedule: str, sp: sampling.SchedulePa
                                                     batch["targets_len"]),
             "sampling_probability": probability,
             "sampled_fraction": out.sampled_fraction,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
             "tokens": jnp.sum(batch["targets_len"]),
         }
         return TrainState(state.step + 1, params, opt_state), metrics
