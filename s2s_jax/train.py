@@ -208,6 +208,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 ckpt.save(step, state, batches.get_state(), eval_metrics)
             if stop.requested:
                 ckpt.wait()
+                if step not in ckpt.steps():  # seen rarely under load: write it once more
+                    ckpt.save(step, state, batches.get_state(), eval_metrics)
+                    ckpt.wait()
                 log.info(f"SIGTERM: saved checkpoint {step}; rerun the same command to resume")
                 return {"stopped_at": step}
         ckpt.wait()
