@@ -23,21 +23,18 @@ reversal is a monotone alignment every score can express; the parameterised scor
 `scaled_dot` trains more smoothly than `dot` early on (logits scaled by 1/sqrt(128)). The
 exposure gap (teacher-forced minus free-running token accuracy) stays small for all of them.
 """
-import importlib.util
 import os
 
 import ml_collections
+
+from s2s_jax.config_files import load_config_file
 
 _DEFAULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py")
 ATTENTION_TYPES = ["bahdanau", "dot", "general", "scaled_dot"]
 
 
 def _default_config(arg: str) -> ml_collections.ConfigDict:
-    # experiments/ is not a package and run.py loads configs by path, so load default.py by path.
-    spec = importlib.util.spec_from_file_location("experiments_default", _DEFAULT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return load_config_file(_DEFAULT, arg)
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:

@@ -22,20 +22,17 @@ other at one layer; GRU learns faster early (fewer parameters, one state tensor)
 cell state helps remember the whole source through the dense bridge; a second layer costs ~2x
 time per step and helps little on this task in 600 steps.
 """
-import importlib.util
 import os
 
 import ml_collections
+
+from s2s_jax.config_files import load_config_file
 
 _DEFAULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py")
 
 
 def _default_config(arg: str) -> ml_collections.ConfigDict:
-    # experiments/ is not a package and run.py loads configs by path, so load default.py by path.
-    spec = importlib.util.spec_from_file_location("experiments_default", _DEFAULT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return load_config_file(_DEFAULT, arg)
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:

@@ -25,10 +25,11 @@ test loss but the largest exposure gap (teacher-forced minus free-running token 
 scheduled sampling at p = 0.1-0.25 narrows the gap and raises free-running exact match; p = 0.5
 slows learning enough in 600 steps to lose accuracy. The schedule shape matters less than the cap.
 """
-import importlib.util
 import os
 
 import ml_collections
+
+from s2s_jax.config_files import load_config_file
 
 _DEFAULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py")
 # schedule -> its k (linear: eps start; exponential: decay base; inverse sigmoid: its k).
@@ -37,11 +38,7 @@ CAPS = [0.1, 0.25, 0.5]
 
 
 def _default_config(arg: str) -> ml_collections.ConfigDict:
-    # experiments/ is not a package and run.py loads configs by path, so load default.py by path.
-    spec = importlib.util.spec_from_file_location("experiments_default", _DEFAULT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return load_config_file(_DEFAULT, arg)
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:

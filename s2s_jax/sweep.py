@@ -30,7 +30,6 @@ W/results.csv, W/results.md and PNG plots over the seeds that finished (s2s_jax/
 Bad input (an unknown config or field, an empty grid) is one line on stderr and exit status 2.
 """
 import difflib
-import importlib.util
 import itertools
 import json
 import os
@@ -43,7 +42,7 @@ from typing import Callable, NamedTuple
 
 import ml_collections
 
-from s2s_jax import results
+from s2s_jax import config_files, results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where run.py lives
 DEFAULT_METRICS = ["exact_match", "token_accuracy", "bleu", "loss"]
@@ -73,14 +72,10 @@ def load_config(spec: str):
     """
     path, _, variant = spec.partition(":")
     path = os.path.abspath(path)
-    if not os.path.isfile(path):
-        raise SweepError(f"config file {path} not found; pass --config=experiments/NAME.py")
-    module_spec = importlib.util.spec_from_file_location("sweep_config", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise SweepError(f"{path} has no get_config(arg); it is not an experiment config")
-    return path, variant, module.get_config(variant)
+    try:
+        return path, variant, config_files.load_config_file(path, variant)
+    except FileNotFoundError as err:
+        raise SweepError(str(err)) from None
 
 
 def _node(config, field: str):
