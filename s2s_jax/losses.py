@@ -19,11 +19,16 @@ def cross_entropy(logits, targets, lengths, label_smoothing: float = 0.0):
     logits: [B, T, V]; targets: [B, T]; lengths: [B]. Returns a float32 scalar.
     """
     mask = target_mask(targets, lengths)  # [B, T]
-    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # [B, T, V]
-    nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]  # [B, T]
+    x = logits.astype(jnp.float32)
+    lse = jax.nn.logsumexp(x, axis=-1)  # [B, T]
+    # The target's logit picked by comparison with an iota rather than take_along_axis: XLA
+    # fuses it (and its gradient) into the passes over [B, T, V] that the softmax makes anyway,
+    # where take_along_axis's gradient scatters into a fresh zero [B, T, V] array.
+    hit = jnp.arange(x.shape[-1]) == targets[..., None]  # [B, T, V], never stored
+    nll = lse - jnp.sum(jnp.where(hit, x, 0.0), axis=-1)  # [B, T]
     if label_smoothing > 0.0:
         # Smoothing mass spread uniformly over the vocabulary (Szegedy et al. 2016).
-        uniform = -jnp.mean(log_probs, axis=-1)  # [B, T]
+        uniform = lse - jnp.mean(x, axis=-1)  # [B, T]
         nll = (1.0 - label_smoothing) * nll + label_smoothing * uniform
     return jnp.sum(nll * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 

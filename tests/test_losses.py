@@ -40,3 +40,13 @@ def test_accuracy_and_exact_match_ignore_padding_and_filler_examples():
     np.testing.assert_allclose(losses.token_accuracy(onehot, targets, lengths), 4 / 5)
     np.testing.assert_allclose(losses.exact_match(preds, targets, lengths), 1 / 2)
     np.testing.assert_allclose(losses.exact_match(targets, targets, lengths), 1.0)
+
+
+def test_cross_entropy_gradient_is_softmax_minus_smoothed_target_on_real_tokens():
+    logits, targets, lengths = _case()
+    eps = 0.1
+    grad = jax.grad(losses.cross_entropy)(jnp.asarray(logits), targets, lengths, eps)
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    target = (1 - eps) * np.eye(5)[targets] + eps / 5
+    mask = (np.arange(4)[None, :] < lengths[:, None])[..., None]
+    np.testing.assert_allclose(grad, (probs - target) * mask / lengths.sum(), atol=1e-6)
