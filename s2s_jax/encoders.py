@@ -47,10 +47,10 @@ def init(rng, cell: cells.Cell, vocab: int, emb: int, hidden: int, layers: int,
 
 
 def _reverse_within_length(x, lengths):
-    """Reverses each sequence's first `length` steps and leaves padding in place. x: [B, S, ...]."""
-    steps = jnp.arange(x.shape[1])[None, :]  # [1, S]
-    idx = jnp.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)  # [B, S]
-    return jnp.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
+    """Reverses each sequence's first `length` steps and leaves padding in place. x: [S, B, ...]."""
+    steps = jnp.arange(x.shape[0])[:, None]  # [S, 1]
+    idx = jnp.where(steps < lengths[None, :], lengths[None, :] - 1 - steps, steps)  # [S, B]
+    return jnp.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=0)
 
 
 def _masked_scan(cell, params, x_proj, mask):
@@ -104,14 +104,15 @@ _lstm_scan.defvjp(_lstm_scan_fwd, _lstm_scan_bwd)
 def _scan_direction(cell, params, x, mask):
     """Runs one cell over time with the carry frozen past each length.
 
-    x: [B, S, I]; mask: [B, S]. Returns (outputs [B, S, H] zero on padding, final carry).
+    x: [S, B, I] time-major; mask: [S, B]. Returns (outputs [S, B, H] zero on padding, final
+    carry).
     """
-    x_proj = jnp.swapaxes(cell.project(params, x), 0, 1)  # [S, B, G*H], hoisted out of the scan
+    x_proj = cell.project(params, x)  # [S, B, G*H], hoisted out of the scan
     if cell.step is cells.CELLS["lstm"].step:
-        final, outs = _lstm_scan(cell, params["recurrent"]["kernel"], x_proj, mask.T)
+        final, outs = _lstm_scan(cell, params["recurrent"]["kernel"], x_proj, mask)
     else:
-        final, outs = _masked_scan(cell, params, x_proj, mask.T)
-    return jnp.swapaxes(outs, 0, 1), final
+        final, outs = _masked_scan(cell, params, x_proj, mask)
+    return outs, final
 
 
 def encode(params, cell: cells.Cell, inputs, lengths, *, dropout_rate: float = 0.0,
@@ -130,21 +131,23 @@ def encode(params, cell: cells.Cell, inputs, lengths, *, dropout_rate: float = 0
       Encoded outputs, final state per layer and the source mask.
     """
     mask = jnp.arange(inputs.shape[1])[None, :] < lengths[:, None]  # [B, S]
-    x = embed(params["embed"], inputs)  # [B, S, E]
+    # Time-major throughout: the scans read and write [S, B, ...], so neither the input
+    # projections nor their gradients need a transpose; only the outputs are turned to [B, S].
+    x = embed(params["embed"], inputs.T)  # [S, B, E]
     n_layers = len(params["layers"])
     keys = jax.random.split(rng, n_layers) if rng is not None else [None] * n_layers
     state = []
     for layer, dir_params in enumerate(params["layers"]):
         if layer > 0:
             x = cells.dropout(x, dropout_rate, keys[layer])
-        out_fw, carry_fw = _scan_direction(cell, dir_params[0], x, mask)
+        out_fw, carry_fw = _scan_direction(cell, dir_params[0], x, mask.T)
         if len(dir_params) == 1:
             x, carry = out_fw, carry_fw
         else:
             x_bw = _reverse_within_length(x, lengths)
-            out_bw, carry_bw = _scan_direction(cell, dir_params[1], x_bw, mask)
+            out_bw, carry_bw = _scan_direction(cell, dir_params[1], x_bw, mask.T)
             out_bw = _reverse_within_length(out_bw, lengths)
-            x = jnp.concatenate([out_fw, out_bw], axis=-1)  # [B, S, 2H]
+            x = jnp.concatenate([out_fw, out_bw], axis=-1)  # [S, B, 2H]
             carry = tuple(jnp.concatenate([f, b], axis=-1) for f, b in zip(carry_fw, carry_bw))
         state.append(carry)
-    return Encoded(outputs=x, state=state, mask=mask)
+    return Encoded(outputs=jnp.swapaxes(x, 0, 1), state=state, mask=mask)
