@@ -137,11 +137,13 @@ def _threefry2x32(k1, k2, x1, x2):
 
 
 def _fast_gumbel_applies(key, shape, dtype) -> bool:
+    # Each setting read with getattr: a jax that renames or drops one gets jax.random.gumbel.
+    setting = lambda name: getattr(jax.config, name, None)  # pylint: disable=unnecessary-lambda-assignment
     return (isinstance(key, jax.Array) and key.dtype == jnp.uint32 and key.shape == (2,)
             and dtype == jnp.float32 and math.prod(shape) < 2 ** 32
-            and jax.config.jax_default_prng_impl == "threefry2x32"
-            and jax.config.jax_threefry_partitionable
-            and not jax.config.jax_high_dynamic_range_gumbel)
+            and setting("jax_default_prng_impl") == "threefry2x32"
+            and setting("jax_threefry_partitionable") is True
+            and setting("jax_high_dynamic_range_gumbel") is False)
 
 
 def _gumbel(key, shape, dtype):
