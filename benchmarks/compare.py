@@ -26,6 +26,8 @@ flags.DEFINE_list("bridges", list(common.BRIDGE_NAMES), "bridges to compare")
 flags.DEFINE_list("sampling_probs", ["0.25", "0"], "sampling probabilities to compare")
 flags.DEFINE_integer("rounds", 3, "runs of each framework per setting (alternating)")
 flags.DEFINE_integer("timeout", 1800, "seconds before one run is abandoned")
+flags.DEFINE_enum("torch_device", "cpu", ["cpu", "cuda"],
+                  "torch_baseline.py --device (JAX runs on its default backend)")
 FLAGS = flags.FLAGS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -37,6 +39,8 @@ def run_one(framework: str, bridge: str, probability: float) -> dict:
     args = [f"--{n}={FLAGS[n].value}" for n in common.SIZE_FLAGS if n != "malloc_tuning"]
     args += [f"--{'' if FLAGS.malloc_tuning else 'no'}malloc_tuning", f"--bridge={bridge}",
              f"--sampling_prob={probability}"]
+    if framework == "torch":
+        args.append(f"--device={FLAGS.torch_device}")
     cmd = [sys.executable, os.path.join(HERE, SCRIPTS[framework])] + args
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=FLAGS.timeout,

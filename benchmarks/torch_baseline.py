@@ -3,7 +3,7 @@
   pip install -r benchmarks/requirements.txt   # torch==2.13.0, CPU build
   python benchmarks/torch_baseline.py [--bridge=dense] [--sampling_prob=0.25] [--steps=20]
 
-Eager PyTorch, torch.set_num_threads(--threads), OpenMP threads that sleep rather than spin while
+Eager PyTorch on --device (cpu, or cuda), torch.set_num_threads(--threads), OpenMP threads that sleep rather than spin while
 they wait (OMP_WAIT_POLICY=PASSIVE unless the environment sets it: on a machine shared with other
 work, spinning made steps 2x slower, and tiny models 100x slower):
 - encoder: nn.Embedding + nn.LSTM/nn.GRU (fused, all layers) over the whole source;
@@ -39,6 +39,10 @@ import common  # pylint: disable=g-import-not-at-top
 
 common.define_flags()
 flags.DEFINE_integer("threads", 2, "torch.set_num_threads")
+flags.DEFINE_enum("device", "cpu", ["cpu", "cuda"],
+                  "where the model runs; on cuda, float32 matmuls may use TF32 "
+                  "(torch.set_float32_matmul_precision('high')), as JAX's default precision does "
+                  "on GPUs")
 flags.DEFINE_float("learning_rate", 1e-3, "adam learning rate")
 FLAGS = flags.FLAGS
 
@@ -131,7 +135,7 @@ class Seq2Seq(nn.Module):
         for t in range(steps):
             tokens = gold[:, t]
             if t > 0 and p > 0:
-                fed = torch.rand(batch) < p
+                fed = torch.rand(batch, device=tgt.device) < p
                 prev = logits.detach()
                 if sample_from == "argmax":
                     sampled = prev.argmax(-1)
@@ -160,13 +164,21 @@ class Seq2Seq(nn.Module):
         return torch.stack(logits_all, 1)
 
 
-def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def _sync(device: str):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak_gflops(device: str, repeats: int = 10) -> float:
+    n = 8192 if device == "cuda" else 2048  # big enough to reach the device's rate
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     a @ b
+    _sync(device)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         a @ b
+        _sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * n ** 3 / best / 1e9
 
@@ -176,16 +188,21 @@ def main(argv):
     if FLAGS.malloc_tuning:
         common.tune_malloc()
     torch.set_num_threads(FLAGS.threads)
+    device = FLAGS.device
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("error: --device=cuda but torch sees no CUDA device; use --device=cpu")
+        torch.set_float32_matmul_precision("high")
     torch.manual_seed(FLAGS.seed)
     p = FLAGS.sampling_prob
     fused = p == 0 and FLAGS.bridge != "attention"
     dec_hidden = common.decoder_hidden(FLAGS.bridge, FLAGS.hidden, FLAGS.decoder_hidden)
     model = Seq2Seq(FLAGS.vocab, FLAGS.emb, FLAGS.hidden, dec_hidden, FLAGS.layers, FLAGS.cell,
-                    FLAGS.bridge, fused)
+                    FLAGS.bridge, fused).to(device)
     param_count = sum(x.numel() for x in model.parameters())
     opt = torch.optim.Adam(model.parameters(), lr=FLAGS.learning_rate)
     rs = np.random.RandomState(FLAGS.seed)
-    batches = [tuple(torch.from_numpy(a).long() for a in common.random_token_arrays(
+    batches = [tuple(torch.from_numpy(a).long().to(device) for a in common.random_token_arrays(
         rs, FLAGS.batch, FLAGS.src_len, FLAGS.tgt_len, FLAGS.vocab)) for _ in range(4)]
 
     times = []
@@ -205,8 +222,9 @@ def main(argv):
     usage = tuple(b - a for a, b in zip(usage, common.process_usage()))
     if not np.isfinite(loss_value):
         raise RuntimeError(f"the loss is not finite: {loss_value}")
-    common.report("torch", times, 0.0, param_count, matmul_peak_gflops(), usage,
-                  final_loss=round(loss_value, 4), dtype="float32",
+    common.report("torch", times, 0.0, param_count, matmul_peak_gflops(device), usage,
+                  final_loss=round(loss_value, 4), dtype="float32", device=device,
+                  matmul_precision=torch.get_float32_matmul_precision(),
                   threads=torch.get_num_threads(), torch_version=torch.__version__,
                   omp_wait_policy=os.environ["OMP_WAIT_POLICY"],
                   decoder="nn." + ("LSTM" if FLAGS.cell == "lstm" else "GRU") if fused

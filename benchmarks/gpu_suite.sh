@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The GPU numbers of the benchmarks, in one go (for a machine with one NVIDIA GPU, jax[cuda] and
+# torch with CUDA). Writes every JSON line to ${OUT:-.}/gpu_suite.jsonl, most important first,
+# so a run cut short still leaves the settings that matter most:
+#   1. compare.py, every bridge at p = 0.25 and p = 0, s2s_jax against PyTorch on the GPU;
+#   2. decoding (greedy and beam 5) of the attention model;
+#   3. s2s_jax's train step in bfloat16 (compute_dtype), and at batch 512 in both frameworks.
+# Usage: bash benchmarks/gpu_suite.sh [rounds (default 1)]
+set -u
+cd "$(dirname "$0")/.."
+out="${OUT:-.}/gpu_suite.jsonl"
+rounds="${1:-1}"
+export PYTHONUNBUFFERED=1
+nvidia-smi -L || true
+python3 -c "import jax, torch; print('jax', jax.__version__, jax.devices(), 'torch', torch.__version__)"
+run() { echo "+ $*" >&2; "$@" 2>>"${out%.jsonl}.stderr" | grep '^{' | tee -a "$out"; }
+run python3 benchmarks/compare.py --torch_device=cuda --rounds="$rounds" --sampling_probs=0.25
+run python3 benchmarks/compare.py --torch_device=cuda --rounds="$rounds" --sampling_probs=0
+run python3 benchmarks/decode_throughput.py --bridge=attention
+for bridge in attention dense; do
+  run python3 benchmarks/train_throughput.py --bridge="$bridge" --dtype=bfloat16
+done
+run python3 benchmarks/compare.py --torch_device=cuda --rounds="$rounds" --batch=512 \
+  --bridges=attention,dense --sampling_probs=0.25
