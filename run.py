@@ -9,12 +9,11 @@ workdir records the result. Bad input ends with one line on stderr and exit stat
 """
 import json
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from s2s_jax import attention, bridges, cells, sampling
+from s2s_jax import attention, bridges, cells, cli, sampling
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 config_flags.DEFINE_config_file("config", os.path.join(_HERE, "experiments", "default.py"),
@@ -120,16 +119,5 @@ def main(argv):
         print(json.dumps(result), flush=True)
 
 
-def _run(argv):
-    from s2s_jax import data, train
-    try:
-        main(argv)
-    except (ValueError, data.DataError, train.TrainingError, FileNotFoundError) as err:
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"error: {message}", file=sys.stderr, flush=True)
-        logging.flush()
-        os._exit(2)  # skip interpreter teardown: pending async work must not print tracebacks
-
-
 if __name__ == "__main__":
-    app.run(_run)
+    cli.run(main)

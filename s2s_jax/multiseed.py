@@ -36,7 +36,6 @@ What does not vmap, or not usefully:
 import json
 import os
 import signal
-import sys
 import time
 from typing import NamedTuple
 
@@ -44,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from s2s_jax import checkpoint, data, evaluation, model, parallel, train
+from s2s_jax import checkpoint, cli, data, evaluation, model, parallel, train
 from s2s_jax.data.datasets import SRC_VOCAB_FILE, TGT_VOCAB_FILE
 from s2s_jax.run_log import RunLog
 
@@ -348,19 +347,8 @@ def main(argv):
     print(json.dumps({f"seed{k}": v for k, v in result.items()}), flush=True)
 
 
-def _run(argv):
-    from absl import logging
-    try:
-        main(argv)
-    except (ValueError, data.DataError, train.TrainingError, FileNotFoundError) as err:
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"error: {message}", file=sys.stderr, flush=True)
-        logging.flush()
-        os._exit(2)  # skip interpreter teardown: pending async work must not print tracebacks
-
-
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
     from ml_collections import config_flags
     config_flags.DEFINE_config_file(
         "config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -369,4 +357,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("workdir", None, "holds one run.py workdir per seed: <workdir>/seed<k>",
                         required=True)
     flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds to train together, e.g. 0,1,2")
-    app.run(_run)
+    cli.run(main)
