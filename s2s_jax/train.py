@@ -185,8 +185,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
         step = start
         while step < t.steps:
             batch = parallel.global_batch(next(batches), mesh)
+            first = step == start
             state, metrics = train_step(state, batch, rng)
             step += 1
+            if first:  # compile time matters on accelerators (tens of seconds there): report it
+                jax.block_until_ready(metrics["loss"])
+                log.info(f"first step (trace, compile, run) took {time.time() - clock:.1f} s")
             pending.append((step, metrics))
             due_eval = step % t.eval_every == 0 or step == t.steps
             due_ckpt = step % t.checkpoint_every == 0 or step == t.steps or stop.requested
