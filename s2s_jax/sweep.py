@@ -24,6 +24,9 @@ step) are skipped while unfinished ones resume from their own checkpoints, as ru
 --vmap, the unfinished seeds of a point train together in one program (s2s_jax/multiseed.py)
 and write the same per-seed workdirs.
 
+The runs share a persistent XLA compilation cache in W/xla_cache (--nocompilation_cache: none),
+so seeds after the first of a point load its compiled steps instead of compiling them again.
+
 A run that fails (non-zero exit) is reported with its last error line and the sweep goes on; the
 sweep exits 1 if any run failed or it was stopped. At the end (and after every stop) it writes
 W/results.csv, W/results.md and PNG plots over the seeds that finished (s2s_jax/results.py).
@@ -46,6 +49,7 @@ from s2s_jax import config_files, results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where run.py lives
 DEFAULT_METRICS = ["exact_match", "token_accuracy", "bleu", "loss"]
+CACHE_DIR = "xla_cache"  # W/xla_cache: the persistent compilation cache the runs share
 
 
 class SweepError(ValueError):
@@ -224,6 +228,7 @@ class Job(NamedTuple):
     seeds: tuple  # seeds this process trains (one, or several with --vmap)
     command: tuple  # argv
     log: str  # file that receives the process's stdout and stderr
+    env: tuple = ()  # (name, value) pairs added to the process's environment
 
 
 def _config_flag(path: str, variant: str) -> str:
@@ -234,12 +239,28 @@ def _override_flags(fixed: tuple, point: Point) -> list:
     return [f"--config.{f}={_format_value(v)}" for f, v in fixed + point.settings]
 
 
+def compilation_cache_env(sweep_dir: str) -> tuple:
+    """The environment that makes the sweep's runs share one persistent XLA compilation cache,
+    W/xla_cache (unless the environment already names one).
+
+    Seeds of a point differ only in values, so every seed after the first loads the compiled
+    train and eval steps instead of compiling them: seconds on a CPU, tens of seconds per run on
+    a GPU (36-77 s on an H200, benchmarks/README.md). Every compilation is cached, however short
+    (JAX's default skips those under a second).
+    """
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return ()
+    return (("JAX_COMPILATION_CACHE_DIR", os.path.abspath(os.path.join(sweep_dir, CACHE_DIR))),
+            ("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"))
+
+
 def make_jobs(sweep_dir: str, path: str, variant: str, points: list, seeds: list,
-              fixed: tuple = (), vmap: bool = False) -> list:
+              fixed: tuple = (), vmap: bool = False, env: tuple = ()) -> list:
     """The runs still to do: every (point, seed) without a final test row in its workdir.
 
     Finished runs are left alone; an unfinished one gets the same command as before, so run.py
     resumes it from its checkpoints. With `vmap`, one job per point trains its unfinished seeds.
+    `env` is added to every job's environment.
     """
     jobs = []
     for point in points:
@@ -252,13 +273,14 @@ def make_jobs(sweep_dir: str, path: str, variant: str, points: list, seeds: list
             command = (sys.executable, "-m", "s2s_jax.multiseed", _config_flag(path, variant),
                        f"--workdir={point_dir}", f"--seeds={','.join(map(str, todo))}",
                        *overrides)
-            jobs.append(Job(point, tuple(todo), command, os.path.join(point_dir, "multiseed.log")))
+            jobs.append(Job(point, tuple(todo), command, os.path.join(point_dir, "multiseed.log"),
+                            env))
             continue
         for seed in todo:
             workdir = results.seed_dir(sweep_dir, point.name, seed)
             command = (sys.executable, os.path.join(ROOT, "run.py"), _config_flag(path, variant),
                        f"--workdir={workdir}", *overrides, f"--config.train.seed={seed}")
-            jobs.append(Job(point, (seed,), command, os.path.join(workdir, "run.log")))
+            jobs.append(Job(point, (seed,), command, os.path.join(workdir, "run.log"), env))
     return jobs
 
 
@@ -277,7 +299,8 @@ class _Process:
             log.write(f"\n$ {shlex.join(job.command)}\n")
             log.flush()
             self._proc = subprocess.Popen(job.command, cwd=ROOT, stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+                                          stderr=subprocess.STDOUT, start_new_session=True,
+                                          env={**os.environ, **dict(job.env)})
 
     def poll(self):
         return self._proc.poll()
@@ -393,7 +416,7 @@ def write_results(sweep_dir: str, points: list, seeds: list, metrics: list, comm
 def sweep(config_spec: str, workdir: str, seeds: int | None = None, parallel: int = 1,
           vmap: bool = False, axis_flags: tuple = (), set_flags: tuple = (), command: str = "",
           start: Callable = _Process, stop: StopRequest | None = None,
-          report: Callable = _say) -> int:
+          report: Callable = _say, compilation_cache: bool = True) -> int:
     """Runs (or continues) a sweep and writes its results; returns the exit status (0, or 1
     when a run failed or the sweep was stopped).
 
@@ -417,7 +440,8 @@ def sweep(config_spec: str, workdir: str, seeds: int | None = None, parallel: in
     with open(os.path.join(workdir, results.MANIFEST), "w") as f:
         json.dump(manifest, f, indent=2)
 
-    jobs = make_jobs(workdir, path, variant, points, seed_list, fixed, vmap)
+    env = compilation_cache_env(workdir) if compilation_cache else ()
+    jobs = make_jobs(workdir, path, variant, points, seed_list, fixed, vmap, env)
     runs = sum(len(j.seeds) for j in jobs)
     report(f"{len(points)} points x {seeds} seeds: {len(points) * seeds - runs} finished, "
            f"{runs} to run ({len(jobs)} processes, {parallel} at a time) in {workdir}")
@@ -443,7 +467,8 @@ def main(argv):
         raise SweepError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
     command = shlex.join(["python", "-m", "s2s_jax.sweep", *sys.argv[1:]])
     return sweep(FLAGS.config, FLAGS.workdir, FLAGS.seeds, FLAGS.parallel, FLAGS.vmap,
-                 tuple(FLAGS.axis or ()), tuple(FLAGS.set or ()), command)
+                 tuple(FLAGS.axis or ()), tuple(FLAGS.set or ()), command,
+                 compilation_cache=FLAGS.compilation_cache)
 
 
 def _run(argv):
@@ -470,4 +495,6 @@ if __name__ == "__main__":
                               "adds one (repeatable)")
     flags.DEFINE_multi_string("set", None, "FIELD=VALUE for every point, e.g. "
                               "train.steps=100 (repeatable)")
+    flags.DEFINE_bool("compilation_cache", True, "share compiled steps between the runs "
+                      "through W/xla_cache (see compilation_cache_env)")
     app.run(_run)

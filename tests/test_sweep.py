@@ -299,6 +299,23 @@ def test_real_sweeps_vmapped_seeds_match_run_py_and_a_rerun_does_nothing(tmp_pat
     assert "1 finished, 0 to run" in out
 
 
+def test_the_seeds_of_a_point_share_compiled_steps_through_the_sweep_cache(tmp_path):
+    env = _env()
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    env["JAX_DEBUG_LOG_MODULES"] = "jax._src.compiler"  # logs each persistent-cache hit
+    proc = subprocess.run(
+        [sys.executable, "-m", "s2s_jax.sweep", f"--config={BRIDGES_TINY}",
+         "--axis=model.bridge=copy", "--set=train.steps=4", "--set=train.eval_every=4",
+         "--seeds=2", f"--workdir={tmp_path}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    cached = os.listdir(tmp_path / sweep.CACHE_DIR)
+    assert any(name.startswith("jit_train_step") for name in cached), cached
+    hit = "Persistent compilation cache hit for 'jit_train_step'"
+    logs = [(tmp_path / "bridge=copy" / f"seed{k}" / "run.log").read_text() for k in (0, 1)]
+    assert hit not in logs[0] and hit in logs[1]
+
+
 @pytest.mark.parametrize("flags,message", [
     ([f"--config={BRIDGES_TINY}", "--axis=model.bridgee=zero"],
      "error: unknown config field 'model.bridgee' (did you mean model.bridge?)"),
