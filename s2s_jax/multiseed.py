@@ -23,11 +23,16 @@ What does not vmap, or not usefully:
 - several devices or hosts: the program runs on one device and needs K times one run's memory;
   a multi-host config is refused, and extra local devices stay idle;
 - evaluation runs per seed (evaluation.evaluate reduces on the host): K times one run's cost;
-- the decoder skips work with `lax.cond` (the output layer on steps nothing samples from); its
-  predicates depend on each seed's keys, so under vmap they become selects and both branches
-  run. With the bridges study's model (B=64, H=128) on 2 cores, K=4 vmapped seeds were 0.9x
-  the speed of 4 sequential runs (0.6x with teacher forcing, where the skip saves the most);
-  at the tiny config, where per-op overhead dominates, 1.9x (benchmarks/multiseed.py);
+- speed: with the bridges study's model (B=64, H=128) on 2 cores, K=4 vmapped seeds were 0.9x
+  the speed of 4 sequential runs (0.6x with teacher forcing); at the tiny config, where per-op
+  overhead dominates, 1.9x (benchmarks/multiseed.py). The decoder's `lax.cond`s (the output
+  layer only on steps something samples from) become selects under vmap, since their
+  predicates depend on each seed's keys, but that is not the cost: sharing the decisions
+  across the seeds (a pmax over a named vmap axis) so they stay conds left the K=3 step rate
+  unchanged (17.0 against 16.8 steps/s at p = 0.25, 17.7 against 18.6 at p = 0; 2026-11-28).
+  The wider per-step matmuls of K seeds simply run no faster than K narrow ones there. A sweep
+  with --vmap still ends sooner (3 seeds, 300 steps: 32 s against 40 s) since one process
+  starts, loads the data and compiles once;
 - a seed whose loss turns non-finite cannot stop alone as run.py would: its rows and checkpoints
   stop at its last good step, the other seeds finish, and the program then exits with an error
   naming it. (Every model variant vmaps: all registry entries are pure JAX, and seeds differ
