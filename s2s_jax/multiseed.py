@@ -30,8 +30,8 @@ What does not vmap, or not usefully:
   predicates depend on each seed's keys, but that is not the cost: sharing the decisions
   across the seeds (a pmax over a named vmap axis) so they stay conds left the K=3 step rate
   unchanged (17.0 against 16.8 steps/s at p = 0.25, 17.7 against 18.6 at p = 0; 2026-11-28).
-  The wider per-step matmuls of K seeds simply run no faster than K narrow ones there. A sweep
-  with --vmap still ends sooner (3 seeds, 300 steps: 32 s against 40 s) since one process
+  Where the vmapped step loses instead is not yet measured. A sweep with --vmap still ends
+  sooner (3 seeds, 300 steps: 32 s against 40 s) since one process
   starts, loads the data and compiles once;
 - a seed whose loss turns non-finite cannot stop alone as run.py would: its rows and checkpoints
   stop at its last good step, the other seeds finish, and the program then exits with an error
