@@ -31,8 +31,8 @@ What does not vmap, or not usefully:
   across the seeds (a pmax over a named vmap axis) so they stay conds left the K=3 step rate
   unchanged (17.0 against 16.8 steps/s at p = 0.25, 17.7 against 18.6 at p = 0; 2026-11-28).
   Where the vmapped step loses instead is not yet measured. A sweep with --vmap still ends
-  sooner (3 seeds, 300 steps: 32 s against 40 s) since one process
-  starts, loads the data and compiles once;
+  sooner (3 seeds, 300 steps: 32 s against 40 s): one process starts, loads the data and
+  compiles once;
 - a seed whose loss turns non-finite cannot stop alone as run.py would: its rows and checkpoints
   stop at its last good step, the other seeds finish, and the program then exits with an error
   naming it. (Every model variant vmaps: all registry entries are pure JAX, and seeds differ
