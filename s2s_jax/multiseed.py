@@ -196,8 +196,9 @@ def _train_group(group: list, state, batches: SeedBatches, start: int, step_fn, 
         state, metrics = step_fn(state, next(batches), keys)
         step += 1
         pending.append((step, metrics))
+        stopping = stop.requested  # read once: see train.train_and_evaluate
         due_eval = step % t.eval_every == 0 or step == t.steps
-        due_ckpt = step % t.checkpoint_every == 0 or step == t.steps or stop.requested
+        due_ckpt = step % t.checkpoint_every == 0 or step == t.steps or stopping
         due_log = step % t.log_every == 0 or step == t.steps
         if step % sync_every == 0 or due_log or due_eval or due_ckpt:
             read = list(zip([n for n, _ in pending], jax.device_get([m for _, m in pending])))
@@ -228,7 +229,7 @@ def _train_group(group: list, state, batches: SeedBatches, start: int, step_fn, 
             for i in alive:
                 group[i].ckpt.save(step, unstack(state, i), batches.get_state(i),
                                    eval_metrics.get(i))
-        if stop.requested:
+        if stopping:
             for s in group:
                 s.ckpt.wait()
             group[0].log.info(f"stopped: saved checkpoint {step} of seeds "

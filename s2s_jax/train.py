@@ -192,8 +192,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 jax.block_until_ready(metrics["loss"])
                 log.info(f"first step (trace, compile, run) took {time.time() - clock:.1f} s")
             pending.append((step, metrics))
+            # The flag is read once: SIGTERM can set it at any moment, and a stop decided after
+            # due_ckpt was computed would exit without saving this step.
+            stopping = stop.requested
             due_eval = step % t.eval_every == 0 or step == t.steps
-            due_ckpt = step % t.checkpoint_every == 0 or step == t.steps or stop.requested
+            due_ckpt = step % t.checkpoint_every == 0 or step == t.steps or stopping
             due_log = step % t.log_every == 0 or step == t.steps
             if step % sync_every == 0 or due_log or due_eval or due_ckpt:
                 window += _read_finite(pending, ckpt)
@@ -210,11 +213,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 clock += time.time() - eval_start  # steps/s and ETA count training time only
             if due_ckpt:
                 ckpt.save(step, state, batches.get_state(), eval_metrics)
-            if stop.requested:
+            if stopping:
                 ckpt.wait()
-                if step not in ckpt.steps():  # seen rarely under load: write it once more
-                    ckpt.save(step, state, batches.get_state(), eval_metrics)
-                    ckpt.wait()
                 log.info(f"SIGTERM: saved checkpoint {step}; rerun the same command to resume")
                 return {"stopped_at": step}
         ckpt.wait()

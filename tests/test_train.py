@@ -1,0 +1,45 @@
+"""train.train_and_evaluate's stop on SIGTERM, in-process (the signal itself is sent to run.py in
+test_run.py; here its timing is made the worst case on purpose)."""
+import os
+
+from s2s_jax import config_files, multiseed, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class _LateStop:
+    """A stop flag whose SIGTERM lands just after the loop's first read of it: every later read
+    sees it set. A loop that reads the flag twice in one step (once to decide the checkpoint,
+    once to stop) then stops without saving that step."""
+
+    def __init__(self):
+        self.reads = 0
+
+    @property
+    def requested(self):
+        self.reads += 1
+        return self.reads > 1
+
+    def restore(self):
+        pass
+
+
+def _tiny():
+    c = config_files.load_config_file(os.path.join(ROOT, "experiments", "bridges.py"), "tiny")
+    c.model.bridge = "dense"  # compiles faster than attention
+    return c
+
+
+def test_a_stop_between_two_reads_of_the_flag_still_saves_the_step(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "_Stop", _LateStop)
+    result = train.train_and_evaluate(_tiny(), str(tmp_path))
+    assert result == {"stopped_at": 2}  # step 1 read the flag unset, step 2 saw it
+    assert os.listdir(tmp_path / "checkpoints") == ["2"]
+
+
+def test_the_seeds_program_saves_the_step_it_stops_at_too(tmp_path, monkeypatch):
+    monkeypatch.setattr(multiseed, "_Stop", _LateStop)
+    result = multiseed.train_and_evaluate_seeds(_tiny(), [0, 1], str(tmp_path))
+    assert result == {0: {"stopped_at": 2}, 1: {"stopped_at": 2}}
+    for seed in (0, 1):
+        assert os.listdir(tmp_path / f"seed{seed}" / "checkpoints") == ["2"]
