@@ -22,7 +22,7 @@ def run(main):
 
     def wrapped(argv):
         try:
-            main(argv)
+            return main(argv)  # app.run exits with main's return value
         except user_errors() as err:
             message = str(err).splitlines()[0] if str(err) else type(err).__name__
             print(f"error: {message}", file=sys.stderr, flush=True)
