@@ -5,7 +5,6 @@ Each run is a subprocess (simulated CPU devices must be configured before JAX st
 """
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -135,7 +134,7 @@ def _wait_for_row(workdir, step, proc, timeout=120):
     deadline = time.time() + timeout
     path = os.path.join(workdir, "metrics.jsonl")
     while time.time() < deadline:
-        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert proc.poll() is None, proc.stderr.read()[-2000:] if proc.stderr else proc.args
         if os.path.exists(path) and any(r["step"] >= step for r in rows(workdir)):
             return
         time.sleep(0.05)
@@ -163,6 +162,30 @@ def test_sigkill_then_rerun_finishes_like_an_uninterrupted_run(tmp_path):
     assert [r["step"] for r in rows(killed)] == [r["step"] for r in rows(whole)]
     for a, b in zip(rows(whole), rows(killed)):
         _metric_close(a, b, ("loss", "token_accuracy", "sampled_fraction"))
+
+
+def test_a_restarted_run_loads_its_compiled_train_step_from_the_workdir_cache(tmp_path):
+    env = _env()
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # however fast this machine compiles
+    env["JAX_DEBUG_LOG_MODULES"] = "jax._src.compiler"  # logs each persistent-cache hit
+    cmd = [sys.executable, "run.py", *TINY, f"--workdir={tmp_path}", "--steps=100000",
+           "--checkpoint_every=100000", "--eval_every=100000"]
+    errs = []
+    for row in (30, 60):  # a preempted run, then the same command again
+        log = tmp_path / f"stderr{row}.txt"  # a file: the debug log could fill a pipe
+        with open(log, "w") as f:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=f,
+                                    text=True)
+            _wait_for_row(tmp_path, row, proc)
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=60)
+        errs.append(log.read_text())
+        assert proc.returncode == 0, errs[-1][-2000:]
+    hit = "Persistent compilation cache hit for 'jit_train_step'"
+    assert hit not in errs[0] and hit in errs[1]
+    assert "resumed from checkpoint" in errs[1]
+    assert any(n.startswith("jit_train_step") for n in os.listdir(tmp_path / "xla_cache"))
 
 
 def test_sigterm_saves_the_current_step_and_exits_cleanly(tmp_path):
