@@ -68,7 +68,7 @@ flags.DEFINE_string("output", "-", "predict: hypotheses, one a line ('-' = stdou
 flags.DEFINE_integer("nbest", 1, "predict: hypotheses per line (INDEX<TAB>HYP<TAB>SCORE if > 1)")
 flags.DEFINE_bool("compilation_cache", True,
                   "keep compiled steps in <workdir>/xla_cache (or $JAX_COMPILATION_CACHE_DIR), "
-                  "so a resumed run or a later --mode=eval loads them instead of compiling "
+                  "so a run restarted with the same command loads them instead of compiling "
                   "again (tens of seconds per step function on a GPU)")
 FLAGS = flags.FLAGS
 

@@ -1,7 +1,7 @@
 """Command-line entry points: absl's app.run, with bad input reported as one line.
 
 Every error a user can fix (a bad flag value, unreadable data, a diverged run, a missing file)
-is raised as one of USER_ERRORS with a message that names the problem and the fix. The entry
+is raised as one of `user_errors()` with a message that names the problem and the fix. The entry
 point prints its first line as `error: ...` on stderr and exits with status 2, never a
 traceback; anything else is a bug and keeps its traceback.
 """
