@@ -10,6 +10,7 @@ counted, so a faster implementation of the same model gets a higher `peak_fracti
 import ctypes
 import ctypes.util
 import json
+import platform
 import resource
 import statistics
 
@@ -147,6 +148,27 @@ def process_usage():
     return usage.ru_utime + usage.ru_stime, usage.ru_minflt
 
 
+def cpu_model() -> str:
+    """The host CPU: model name, family and model number (Linux /proc/cpuinfo; else
+    platform.processor()). Results from different machine kinds differ by more than any change
+    measured on one (a virtual machine may name only the vendor: the numbers tell its
+    generation), so every line says which it came from."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+                if not line.strip():
+                    break  # the first processor is enough
+    except OSError:
+        pass
+    if "model name" not in fields:
+        return platform.processor() or "unknown"
+    return f"{fields['model name']} (family {fields.get('cpu family', '?')}, " \
+           f"model {fields.get('model', '?')})"
+
+
 def report(framework: str, step_seconds, compile_s: float, param_count: int, peak_gflops: float,
            usage_delta=None, **extra) -> dict:
     """Builds and prints the one JSON line of a training benchmark.
@@ -172,6 +194,7 @@ def report(framework: str, step_seconds, compile_s: float, param_count: int, pea
     if usage_delta is not None:
         row["cpu_ms_per_step"] = round(1e3 * usage_delta[0] / len(step_seconds), 1)
         row["minor_faults_per_step"] = round(usage_delta[1] / len(step_seconds))
+    row["cpu_model"] = cpu_model()
     row.update(extra)
     row.update(settings())
     print(json.dumps(row), flush=True)

@@ -84,6 +84,7 @@ def compare(bridge: str, probability: float) -> dict:
         "jax_compile_s": max((r["compile_s"] for r in rows["jax"] if "compile_s" in r),
                              default=None),
         "torch_decoder": next((r["decoder"] for r in rows["torch"] if "decoder" in r), None),
+        "cpu_model": common.cpu_model(),
     }
     errors = [r["error"] for r in rows["jax"] + rows["torch"] if "error" in r]
     if errors:

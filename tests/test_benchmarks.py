@@ -32,6 +32,7 @@ def test_train_throughput_prints_its_json_line(bridge, p):
         assert key in row, key
     assert row["framework"] == "jax" and row["bridge"] == bridge
     assert row["traces"] == 1  # one compilation serves every step
+    assert row["cpu_model"] == common.cpu_model() and row["cpu_model"]  # which machine kind
     assert row["tokens_per_s"] > 0 and row["matmul_peak_gflops"] > 0 and row["param_count"] > 0
 
 
