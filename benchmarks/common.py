@@ -7,8 +7,6 @@ projections, bridge, attention, output layer); a training step is counted as 3x 
 its own (e.g. projecting both the gold and the sampled token, or recomputing something) is not
 counted, so a faster implementation of the same model gets a higher `peak_fraction`.
 """
-import ctypes
-import ctypes.util
 import json
 import platform
 import resource
@@ -59,25 +57,13 @@ def define_flags():
 
 
 def tune_malloc() -> bool:
-    """Makes glibc malloc keep and reuse freed memory instead of returning it to the kernel.
-
-    Both frameworks allocate and free hundreds of MB of activations per training step. By
-    default glibc serves such blocks with fresh mmap()s (or trims its arenas), so every step
-    page-faults all of it in again: measured here, ~95k minor faults and ~150 ms of kernel time
-    per s2s_jax step. One arena, no mmap and no trimming (the same as running with
-    MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647) removes them.
-    Call it before the framework starts its threads. Returns whether glibc accepted it.
-    """
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8  # from malloc.h
-        return all([libc.mallopt(m_arena_max, 1) == 1, libc.mallopt(m_mmap_max, 0) == 1,
-                    libc.mallopt(m_trim_threshold, 2 ** 31 - 1) == 1])
-    except (OSError, AttributeError):  # not glibc
-        return False
+    """Makes glibc malloc keep and reuse freed memory, from one arena (s2s_jax.host_memory's
+    "keep_one_arena"; run.py --malloc_tuning=keep_one_arena): both frameworks allocate and free
+    hundreds of MB per training step, blocks over 64 MB among them (the [B, T, V] logits), and
+    without it every step page-faults them in again (~80k faults, ~50 ms a step here). Call it
+    before the framework starts its threads."""
+    from s2s_jax import host_memory  # pylint: disable=import-outside-toplevel
+    return host_memory.keep_freed_memory("keep_one_arena")
 
 
 def decoder_hidden(bridge: str, hidden: int, requested: int = 0) -> int:

@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from s2s_jax import data, model, multiseed, train  # noqa: E402
+from s2s_jax import data, host_memory, model, multiseed, train  # noqa: E402
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 config_flags.DEFINE_config_file("config", os.path.join(_ROOT, "experiments", "bridges.py"),
@@ -35,6 +35,9 @@ config_flags.DEFINE_config_file("config", os.path.join(_ROOT, "experiments", "br
 flags.DEFINE_integer("k", 4, "seeds")
 flags.DEFINE_integer("steps", 100, "training steps per seed")
 flags.DEFINE_integer("repeats", 2, "alternating rounds of (sequential, vmapped)")
+flags.DEFINE_enum("malloc_tuning", "keep", list(host_memory.MODES),
+                  "s2s_jax.host_memory mode for the whole process (both sides); keep is the "
+                  "default of run.py and s2s_jax.multiseed")
 FLAGS = flags.FLAGS
 
 
@@ -46,6 +49,7 @@ def _timed_compile(fn, *args):
 
 def main(argv):
     del argv
+    host_memory.keep_freed_memory(FLAGS.malloc_tuning)
     config, k, steps = FLAGS.config, FLAGS.k, FLAGS.steps
     t = config.train
     ds = data.load_data(config.data, None)
@@ -108,7 +112,7 @@ def main(argv):
         "vmapped_seed_steps_per_s": round(k * steps / vm, 1),
         "sequential_compile_s": round(single_compile, 2),
         "vmapped_compile_s": round(vmapped_compile, 2),
-        "max_loss_diff": diff,
+        "max_loss_diff": diff, "malloc_tuning": FLAGS.malloc_tuning,
         "sequential_runs_s": [round(x, 3) for x in seq_times],
         "vmapped_runs_s": [round(x, 3) for x in vmap_times],
         "settings": {"bridge": config.model.bridge, "cell": config.model.cell,

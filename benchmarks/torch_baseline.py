@@ -34,6 +34,8 @@ import torch  # pylint: disable=g-import-not-at-top
 from torch import nn
 import torch.nn.functional as F
 
+# The repository root too: common.tune_malloc uses s2s_jax.host_memory (no JAX import).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # pylint: disable=g-import-not-at-top
 

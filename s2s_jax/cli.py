@@ -4,9 +4,15 @@ Every error a user can fix (a bad flag value, unreadable data, a diverged run, a
 is raised as one of `user_errors()` with a message that names the problem and the fix. The entry
 point prints its first line as `error: ...` on stderr and exits with status 2, never a
 traceback; anything else is a bug and keeps its traceback.
+
+Before main runs (flags parsed, JAX's backend not yet created), glibc is told to keep freed
+memory for reuse (`--malloc_tuning`, see host_memory): otherwise every training step
+page-faults its buffers in again.
 """
 import os
 import sys
+
+from s2s_jax import host_memory
 
 
 def user_errors() -> tuple:
@@ -18,9 +24,16 @@ def user_errors() -> tuple:
 
 def run(main):
     """absl.app.run(main), printing a user error as one line and exiting with status 2."""
-    from absl import app, logging  # pylint: disable=import-outside-toplevel
+    from absl import app, flags, logging  # pylint: disable=import-outside-toplevel
+
+    flags.DEFINE_enum("malloc_tuning", "keep", list(host_memory.MODES),
+                      "glibc malloc: 'keep' freed memory for reuse instead of page-faulting every "
+                      "step's buffers in again; 'keep_one_arena' also for blocks over 64 MB "
+                      "(big batch x length x vocabulary), at the cost of lock contention; 'off'. "
+                      "Resident memory stays at its peak (s2s_jax/host_memory.py)")
 
     def wrapped(argv):
+        host_memory.keep_freed_memory(flags.FLAGS.malloc_tuning)
         try:
             return main(argv)  # app.run exits with main's return value
         except user_errors() as err:

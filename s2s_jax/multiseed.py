@@ -23,16 +23,17 @@ What does not vmap, or not usefully:
 - several devices or hosts: the program runs on one device and needs K times one run's memory;
   a multi-host config is refused, and extra local devices stay idle;
 - evaluation runs per seed (evaluation.evaluate reduces on the host): K times one run's cost;
-- speed: with the bridges study's model (B=64, H=128) on 2 cores, K=4 vmapped seeds were 0.9x
-  the speed of 4 sequential runs (0.6x with teacher forcing); at the tiny config, where per-op
-  overhead dominates, 1.9x (benchmarks/multiseed.py). The decoder's `lax.cond`s (the output
-  layer only on steps something samples from) become selects under vmap, since their
-  predicates depend on each seed's keys, but that is not the cost: sharing the decisions
-  across the seeds (a pmax over a named vmap axis) so they stay conds left the K=3 step rate
-  unchanged (17.0 against 16.8 steps/s at p = 0.25, 17.7 against 18.6 at p = 0; 2026-11-28).
-  Where the vmapped step loses instead is not yet measured. A sweep with --vmap still ends
-  sooner (3 seeds, 300 steps: 32 s against 40 s): one process starts, loads the data and
-  compiles once;
+- speed: with the bridges study's model (B=64, H=128) on 2 cores, K=4 vmapped seeds run at
+  0.76-0.86x the speed of 4 sequential runs (51-53 against 62-67 seed-steps/s, 2026-11-29, AMD
+  EPYC; benchmarks/multiseed.py); at the tiny config, where per-op overhead dominates, 1.9x.
+  Measured and ruled out as the cause: the decoder's `lax.cond`s, which become selects under
+  vmap (sharing the skip decisions across seeds so they stay conds changed nothing), page
+  faults (without host_memory's tuning, which cli.run applies, the vmapped step spent ~30 ms of
+  ~110 ms faulting its K-times-bigger buffers in again), and the kernels themselves: in a
+  profile the vmapped step's kernels add up to less than four single steps' (98 against 104
+  ms). The time is lost between kernels, where it is not yet located. A sweep with
+  --vmap still ends sooner (3 seeds, 300 steps: 32 s against 40 s): one process starts, loads
+  the data and compiles once;
 - a seed whose loss turns non-finite cannot stop alone as run.py would: its rows and checkpoints
   stop at its last good step, the other seeds finish, and the program then exits with an error
   naming it. (Every model variant vmaps: all registry entries are pure JAX, and seeds differ
