@@ -5,8 +5,8 @@ By default glibc serves big blocks with fresh mmap()s and trims its heaps, so ev
 page-faults that memory in again. Two settings, measured on 2 cores (AMD EPYC, 2026-11-29):
 
 - "keep": no mmap()ed blocks, no trimming (MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647
-  in the environment). The default experiment: 20.5 -> 23-28 steps/s; the bridges study's
-  smaller model: 107 -> 115 steps/s. It cannot help blocks bigger than 64 MB allocated off the
+  in the environment). The default experiment: 20 -> 23-28 steps/s (all of `python run.py`:
+  92 -> 78 s); the bridges study's smaller model: 107 -> 115 steps/s. It cannot help blocks bigger than 64 MB allocated off the
   main thread: glibc's per-thread arenas are made of 64 MB heaps, so such blocks are mmap()ed
   (and unmapped on free) whatever the settings.
 - "keep_one_arena": the same with a single arena (MALLOC_ARENA_MAX=1), which serves every
