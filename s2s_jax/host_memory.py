@@ -6,9 +6,9 @@ page-faults that memory in again. Two settings, measured on 2 cores (AMD EPYC, 2
 
 - "keep": no mmap()ed blocks, no trimming (MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647
   in the environment). The default experiment: 20 -> 23-28 steps/s (all of `python run.py`:
-  92 -> 78 s); the bridges study's smaller model: 107 -> 115 steps/s. It cannot help blocks bigger than 64 MB allocated off the
-  main thread: glibc's per-thread arenas are made of 64 MB heaps, so such blocks are mmap()ed
-  (and unmapped on free) whatever the settings.
+  92 -> 78 s); the bridges study's smaller model: 107 -> 115 steps/s. It cannot help blocks
+  bigger than 64 MB allocated off the main thread: glibc's per-thread arenas are made of 64 MB
+  heaps, so such blocks are mmap()ed (and unmapped on free) whatever the settings.
 - "keep_one_arena": the same with a single arena (MALLOC_ARENA_MAX=1), which serves every
   block from the main heap: at the benchmark size (batch 64 x length 30 x vocabulary 8000, a
   61 MB logits array) 80k -> 0 minor faults and 360 -> 310 ms per step. But the threads then
