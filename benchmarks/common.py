@@ -26,27 +26,34 @@ SIZE_FLAGS = ("batch", "src_len", "tgt_len", "vocab", "emb", "hidden", "decoder_
               "cell", "attention_type", "sample_from", "steps", "warmup", "seed", "malloc_tuning")
 
 
-def define_size_flags():
-    """Every flag of the training benchmarks except --bridge and --sampling_prob."""
-    flags.DEFINE_integer("batch", 64, "B, examples per step")
+def define_model_flags():
+    """The sizes of the reference setting and the cell, shared by every benchmark of the model
+    (training and decoding)."""
+    flags.DEFINE_integer("batch", 64, "B, examples per step (or per decoding call)")
     flags.DEFINE_integer("src_len", 30, "S, source length (every token is real)")
-    flags.DEFINE_integer("tgt_len", 30, "T, target length (every token is real, the last is EOS)")
+    flags.DEFINE_integer("tgt_len", 30, "T, target length (every token is real, the last is EOS); "
+                         "decoding steps")
     flags.DEFINE_integer("vocab", 8000, "V, source and target vocabulary size")
     flags.DEFINE_integer("emb", 256, "E, embedding size")
     flags.DEFINE_integer("hidden", 512, "H, encoder hidden size")
+    flags.DEFINE_integer("layers", 1, "L, layers of the encoder and of the decoder")
+    flags.DEFINE_enum("cell", "lstm", CELL_NAMES, "recurrent cell")
+    flags.DEFINE_integer("seed", 0, "random seed of parameters and data")
+    flags.DEFINE_bool("malloc_tuning", True, "keep freed memory in the process (tune_malloc)")
+
+
+def define_size_flags():
+    """Every flag of the training benchmarks except --bridge and --sampling_prob."""
+    define_model_flags()
     flags.DEFINE_integer("decoder_hidden", 0,
                          "decoder hidden size; 0 = H, except bridge=concat: 2H (the raw encoder "
                          "state plus a projection of the same size)")
-    flags.DEFINE_integer("layers", 1, "L, layers of the encoder and of the decoder")
-    flags.DEFINE_enum("cell", "lstm", CELL_NAMES, "recurrent cell")
     flags.DEFINE_enum("attention_type", "bahdanau", ["bahdanau"],
                       "attention of bridge=attention (the baseline implements Bahdanau only)")
     flags.DEFINE_enum("sample_from", "categorical", ["argmax", "categorical"],
                       "how a fed-back token is drawn from the previous step's logits")
     flags.DEFINE_integer("steps", 20, "timed training steps")
     flags.DEFINE_integer("warmup", 3, "untimed steps after compilation")
-    flags.DEFINE_integer("seed", 0, "random seed of parameters and data")
-    flags.DEFINE_bool("malloc_tuning", True, "keep freed memory in the process (tune_malloc)")
 
 
 def define_flags():

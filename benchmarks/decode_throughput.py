@@ -29,20 +29,11 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
 from s2s_jax import model  # pylint: disable=g-import-not-at-top
 
-flags.DEFINE_integer("batch", 64, "B, sentences per call")
-flags.DEFINE_integer("src_len", 30, "S, source length")
-flags.DEFINE_integer("tgt_len", 30, "decoding steps")
-flags.DEFINE_integer("vocab", 8000, "V, vocabulary size")
-flags.DEFINE_integer("emb", 256, "E, embedding size")
-flags.DEFINE_integer("hidden", 512, "H, hidden size")
-flags.DEFINE_integer("layers", 1, "L, layers")
-flags.DEFINE_enum("cell", "lstm", common.CELL_NAMES, "recurrent cell")
+common.define_model_flags()
 flags.DEFINE_enum("bridge", "attention", common.BRIDGE_NAMES, "bridge")
 flags.DEFINE_integer("beam_size", 5, "K, beams of beam search")
 flags.DEFINE_integer("calls", 20, "timed calls of each decoder")
 flags.DEFINE_integer("warmup", 2, "untimed calls after compilation")
-flags.DEFINE_integer("seed", 0, "random seed")
-flags.DEFINE_bool("malloc_tuning", True, "see common.tune_malloc")
 FLAGS = flags.FLAGS
 
 
