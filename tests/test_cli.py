@@ -31,10 +31,12 @@ cli.run(main)
 def _faults_per_call(tmp_path, rows, *flags):
     script = tmp_path / "program.py"
     script.write_text(_PROGRAM)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    # glibc's own settings from the environment would change what "off" means.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
     env["PYTHONPATH"] = ROOT
-    proc = subprocess.run([sys.executable, str(script), str(rows), *flags], capture_output=True, text=True,
-                          timeout=300, env=env, check=False)
+    proc = subprocess.run([sys.executable, str(script), str(rows), *flags], capture_output=True,
+                          text=True, timeout=300, env=env, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return float(proc.stdout.strip().splitlines()[-1])
 
@@ -45,8 +47,9 @@ def test_freed_step_buffers_are_reused_instead_of_page_faulted_in_again(tmp_path
     faults its output in again; the default tuning keeps such blocks (up to 64 MB), one arena
     keeps bigger ones too."""
     rows = mbytes * 2 ** 20 // (4096 * 4)
-    pages = rows * 4096 * 4 // os.sysconf("SC_PAGE_SIZE")
     untuned = _faults_per_call(tmp_path, rows, "--malloc_tuning=off")
     tuned = _faults_per_call(tmp_path, rows, *([f"--malloc_tuning={mode}"] if mode else []))
-    assert untuned >= 0.9 * pages
+    # At least one fault per page of the output, even if the kernel hands out 2 MB huge pages
+    # (4 KB pages give 512 times as many: 12289 a call measured for 48 MB).
+    assert untuned >= 0.9 * mbytes / 2
     assert tuned <= 0.5 * untuned
