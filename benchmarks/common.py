@@ -8,11 +8,19 @@ its own (e.g. projecting both the gold and the sampled token, or recomputing som
 counted, so a faster implementation of the same model gets a higher `peak_fraction`.
 """
 import json
+import os
 import platform
+import re
 import resource
 import statistics
+import subprocess
+import sys
 
 from absl import flags
+
+# The repository root, for s2s_jax.host_memory (ctypes only: importing it starts no framework).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from s2s_jax import host_memory  # noqa: E402  pylint: disable=g-import-not-at-top
 
 # Mirrors s2s_jax.bridges.BRIDGES / cells.CELLS; train_throughput.py checks that they agree.
 BRIDGE_NAMES = ("attention", "concat", "concat_inputs", "copy", "dense", "zero")
@@ -39,7 +47,9 @@ def define_model_flags():
     flags.DEFINE_integer("layers", 1, "L, layers of the encoder and of the decoder")
     flags.DEFINE_enum("cell", "lstm", CELL_NAMES, "recurrent cell")
     flags.DEFINE_integer("seed", 0, "random seed of parameters and data")
-    flags.DEFINE_bool("malloc_tuning", True, "keep freed memory in the process (tune_malloc)")
+    flags.DEFINE_enum("malloc_tuning", "keep_one_arena", list(host_memory.MODES),
+                      "s2s_jax.host_memory mode of the process (tune_malloc); the benchmarks "
+                      "default to keep_one_arena, run.py to keep")
 
 
 def define_size_flags():
@@ -63,14 +73,34 @@ def define_flags():
     flags.DEFINE_float("sampling_prob", 0.25, "scheduled-sampling probability (0: teacher forcing)")
 
 
+def subprocess_args(bridge: str, probability) -> list:
+    """Flags that make a training benchmark in a subprocess run this process's settings (every
+    SIZE_FLAGS flag) with `bridge` and `probability`."""
+    args = [f"--{n}={FLAGS[n].value}" for n in SIZE_FLAGS]
+    return args + [f"--bridge={bridge}", f"--sampling_prob={probability}"]
+
+
+def run_subprocess(cmd: list, timeout: float, env=None) -> dict:
+    """Runs one benchmark in a fresh process: its last JSON line, or {"error": ...} naming the
+    exit status and the end of its stderr (or the timeout)."""
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
+                              env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    return {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-500:]}"}
+
+
 def tune_malloc() -> bool:
-    """Makes glibc malloc keep and reuse freed memory, from one arena (s2s_jax.host_memory's
-    "keep_one_arena"; run.py --malloc_tuning=keep_one_arena): both frameworks allocate and free
-    hundreds of MB per training step, blocks over 64 MB among them (the [B, T, V] logits), and
-    without it every step page-faults them in again (~80k faults, ~50 ms a step here). Call it
-    before the framework starts its threads."""
-    from s2s_jax import host_memory  # pylint: disable=import-outside-toplevel
-    return host_memory.keep_freed_memory("keep_one_arena")
+    """Applies --malloc_tuning (s2s_jax.host_memory) to this process. With the default,
+    keep_one_arena, glibc keeps and reuses freed memory from one arena: both frameworks allocate
+    and free hundreds of MB per training step, blocks over 64 MB among them (the [B, T, V]
+    logits), and without it every step page-faults them in again (~80k faults, ~50 ms a step
+    here). Call it before the framework starts its threads."""
+    return host_memory.keep_freed_memory(FLAGS.malloc_tuning)
 
 
 def decoder_hidden(bridge: str, hidden: int, requested: int = 0) -> int:
@@ -192,6 +222,29 @@ def report(framework: str, step_seconds, compile_s: float, param_count: int, pea
     row.update(settings())
     print(json.dumps(row), flush=True)
     return row
+
+
+# What the optimised HLO of a compiled step holds, counted by line (each counts instructions
+# defined in the text, fused computations included): the GPU compile-time suspects are the
+# matmuls XLA autotunes (cuBLAS calls and Triton GEMM fusions, each timed in several
+# configurations while compiling) and loops it unrolls (an unrolled scan leaves no while).
+HLO_PATTERNS = {
+    "hlo_while_loops": r"\swhile\(",
+    "hlo_fusions": r"\sfusion\(",
+    "hlo_dots": r"\sdot\(",
+    "hlo_cublas_calls": r'custom_call_target="__cublas',
+    "hlo_triton_gemms": r"__triton_gemm",
+}
+
+
+def hlo_summary(text: str) -> dict:
+    """Line counts of HLO_PATTERNS in `compiled.as_text()`, and the text's length in lines."""
+    lines = text.splitlines()
+    out = {"hlo_lines": len(lines)}
+    for name, pattern in HLO_PATTERNS.items():
+        regex = re.compile(pattern)
+        out[name] = sum(1 for line in lines if regex.search(line))
+    return out
 
 
 def random_token_arrays(rng, batch, src_len, tgt_len, vocab):

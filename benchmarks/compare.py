@@ -12,7 +12,6 @@ CPU time per step of each (a second view that other work on the machine disturbs
 import json
 import os
 import statistics
-import subprocess
 import sys
 
 from absl import app
@@ -36,21 +35,11 @@ SCRIPTS = {"jax": "train_throughput.py", "torch": "torch_baseline.py"}
 
 def run_one(framework: str, bridge: str, probability: float) -> dict:
     """One benchmark subprocess; its JSON line, or {"error": ...}."""
-    args = [f"--{n}={FLAGS[n].value}" for n in common.SIZE_FLAGS if n != "malloc_tuning"]
-    args += [f"--{'' if FLAGS.malloc_tuning else 'no'}malloc_tuning", f"--bridge={bridge}",
-             f"--sampling_prob={probability}"]
+    args = common.subprocess_args(bridge, probability)
     if framework == "torch":
         args.append(f"--device={FLAGS.torch_device}")
     cmd = [sys.executable, os.path.join(HERE, SCRIPTS[framework])] + args
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=FLAGS.timeout,
-                              check=False)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {FLAGS.timeout} s"}
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    return {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-500:]}"}
+    return common.run_subprocess(cmd, FLAGS.timeout)
 
 
 def _median(rows, key):

@@ -54,8 +54,7 @@ def _time(fn, *args) -> dict:
 
 def main(argv):
     del argv
-    if FLAGS.malloc_tuning:
-        common.tune_malloc()
+    common.tune_malloc()
     cfg = model.ModelConfig(
         src_vocab=FLAGS.vocab, tgt_vocab=FLAGS.vocab, emb=FLAGS.emb, hidden=FLAGS.hidden,
         cell=FLAGS.cell, layers=FLAGS.layers, bridge=FLAGS.bridge,

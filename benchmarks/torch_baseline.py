@@ -34,8 +34,6 @@ import torch  # pylint: disable=g-import-not-at-top
 from torch import nn
 import torch.nn.functional as F
 
-# The repository root too: common.tune_malloc uses s2s_jax.host_memory (no JAX import).
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # pylint: disable=g-import-not-at-top
 
@@ -187,8 +185,7 @@ def matmul_peak_gflops(device: str, repeats: int = 10) -> float:
 
 def main(argv):
     del argv
-    if FLAGS.malloc_tuning:
-        common.tune_malloc()
+    common.tune_malloc()
     torch.set_num_threads(FLAGS.threads)
     device = FLAGS.device
     if device == "cuda":

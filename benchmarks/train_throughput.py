@@ -5,13 +5,15 @@
 One step is forward (model.apply with scheduled sampling at --sampling_prob, passed as a traced
 value as a schedule would), s2s_jax.losses.cross_entropy on its logits, backward, and an optax
 adam update, jitted once with the state donated. The step is compiled ahead of time (compile_s is
-trace + XLA compile) and then called as that executable, so any recompilation would be an error.
+trace + XLA compile; lower_s the trace and lowering alone) and then called as that executable, so
+any recompilation would be an error.
 After --warmup steps, --steps steps are timed one by one, each blocked on its result.
 
 Prints one JSON line: tokens_per_s (batch x tgt_len x steps / seconds), median_step_ms,
 compile_s, param_count, gflop_per_step (analytic model matmul FLOPs of forward + backward, see
 common.py), matmul_peak_gflops (a timed float32 2048x2048 matmul on this machine),
-peak_fraction (gflop_per_step / median step time / peak) and the settings.
+peak_fraction (gflop_per_step / median step time / peak), what the compiled step's optimised
+HLO holds (common.hlo_summary: loops, fusions, matmuls) and the settings.
 """
 import os
 import sys
@@ -97,8 +99,7 @@ def make_train_step(m: model.Model, tx, traces: list):
 
 def main(argv):
     del argv
-    if FLAGS.malloc_tuning:
-        common.tune_malloc()
+    common.tune_malloc()
     assert set(common.BRIDGE_NAMES) == set(bridges.BRIDGES), "update common.BRIDGE_NAMES"
     assert set(common.CELL_NAMES) == set(cells.CELLS), "update common.CELL_NAMES"
     m = model.build(model_config())
@@ -113,7 +114,9 @@ def main(argv):
     step_fn = make_train_step(m, tx, traces)
 
     start = time.perf_counter()
-    compiled = step_fn.lower(state, batches[0], rng, probability).compile()
+    lowered = step_fn.lower(state, batches[0], rng, probability)
+    lower_s = time.perf_counter() - start
+    compiled = lowered.compile()
     compile_s = time.perf_counter() - start
 
     times = []
@@ -130,7 +133,8 @@ def main(argv):
     if not np.isfinite(loss):
         raise RuntimeError(f"the loss is not finite: {loss}")
     common.report("jax", times, compile_s, param_count, matmul_peak_gflops(FLAGS.dtype), usage,
-                  traces=len(traces),
+                  traces=len(traces), lower_s=round(lower_s, 3),
+                  **common.hlo_summary(compiled.as_text()),
                   final_loss=round(loss, 4), dtype=FLAGS.dtype, threads=os.cpu_count(),
                   device=jax.devices()[0].device_kind,
                   jax_version=jax.__version__)

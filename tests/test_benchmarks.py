@@ -52,3 +52,48 @@ def test_flop_count_of_the_target_setting():
     assert common.train_gflop_per_step(bridge="dense", **sizes) == pytest.approx(3 * want / 1e9)
     # Attention adds its projections and the context to the decoder input and output.
     assert common.forward_matmul_flops(bridge="attention", **sizes) > want
+
+
+def test_hlo_summary_counts_the_loops_and_matmuls_of_a_compiled_step():
+    import jax  # pylint: disable=import-outside-toplevel
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+    def loss(w, xs):
+        def step(h, x):
+            h = jnp.tanh(h @ w + x)  # [4, 8]
+            return h, h
+        return jax.lax.scan(step, jnp.zeros((4, 8)), xs)[1].sum()
+
+    args = (jnp.ones((8, 8)), jnp.ones((5, 4, 8)))
+    forward = common.hlo_summary(jax.jit(loss).lower(*args).compile().as_text())
+    both = common.hlo_summary(jax.jit(jax.grad(loss)).lower(*args).compile().as_text())
+    assert forward["hlo_while_loops"] == 1 and both["hlo_while_loops"] == 2  # the backward scan
+    assert forward["hlo_dots"] >= 1 and both["hlo_dots"] > forward["hlo_dots"]
+    assert both["hlo_lines"] > forward["hlo_lines"] > 0
+    assert forward["hlo_cublas_calls"] == forward["hlo_triton_gemms"] == 0  # a CPU program
+
+
+def test_compile_probe_compiles_each_variant_in_its_own_process():
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "compile_probe.py"), *TINY,
+         "--steps=1", "--warmup=0", "--variants=default,autotune_0"],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
+    assert [r["variant"] for r in rows] == ["default", "autotune_0"]
+    assert rows[1]["xla_flags"] == "--xla_gpu_autotune_level=0"
+    for row in rows:
+        assert "error" not in row, row
+        assert row["compile_s"] > row["lower_s"] > 0 and row["traces"] == 1
+        assert row["hlo_while_loops"] >= 2  # encoder and decoder scans, forward and backward
+        assert row["bridge"] == "copy" and row["batch"] == 2
+
+
+def test_compile_probe_reports_a_flag_xla_rejects():
+    env = dict(os.environ, XLA_FLAGS="--xla_no_such_flag=1")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "compile_probe.py"), *TINY,
+         "--variants=default"], capture_output=True, text=True, timeout=600, check=False, env=env)
+    assert proc.returncode == 1  # every variant failed
+    (row,) = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
+    assert "--xla_no_such_flag" in row["error"]
