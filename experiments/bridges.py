@@ -5,8 +5,8 @@ Commands (from the repository root):
   # the study: 6 bridges x 3 seeds, two runs at a time; results.md/.csv and PNGs in the workdir
   python -m s2s_jax.sweep --config=experiments/bridges.py --seeds=3 --parallel=2 \
       --workdir=runs/bridges
-  # the same, each bridge's 3 seeds in one vmapped program (not faster at this model size on
-  # 2 cores: see benchmarks/multiseed.py; it pays off for tiny models)
+  # the same, each bridge's 3 seeds in one vmapped program (as fast per step as separate runs
+  # at this model size on 2 cores, see benchmarks/multiseed.py; it pays off for tiny models)
   python -m s2s_jax.sweep --config=experiments/bridges.py --seeds=3 --vmap --workdir=runs/bridges
   # one point of the grid by hand
   python run.py --config=experiments/bridges.py --bridge=dense --workdir=runs/bridges_dense

@@ -22,11 +22,14 @@ def user_errors() -> tuple:
     return (ValueError, data.DataError, train.TrainingError, FileNotFoundError)
 
 
-def run(main):
-    """absl.app.run(main), printing a user error as one line and exiting with status 2."""
+def run(main, malloc_default: str = "keep"):
+    """absl.app.run(main), printing a user error as one line and exiting with status 2.
+
+    malloc_default: the --malloc_tuning default of this entry point (host_memory.MODES).
+    """
     from absl import app, flags, logging  # pylint: disable=import-outside-toplevel
 
-    flags.DEFINE_enum("malloc_tuning", "keep", list(host_memory.MODES),
+    flags.DEFINE_enum("malloc_tuning", malloc_default, list(host_memory.MODES),
                       "glibc malloc: 'keep' freed memory for reuse instead of page-faulting every "
                       "step's buffers in again; 'keep_one_arena' also for blocks over 64 MB "
                       "(big batch x length x vocabulary), at the cost of lock contention; 'off'. "

@@ -12,7 +12,10 @@ page-faults that memory in again. Two settings, measured on 2 cores (AMD EPYC, 2
 - "keep_one_arena": the same with a single arena (MALLOC_ARENA_MAX=1), which serves every
   block from the main heap: at the benchmark size (batch 64 x length 30 x vocabulary 8000, a
   61 MB logits array) 80k -> 0 minor faults and 360 -> 310 ms per step. But the threads then
-  share one lock: the bridges model drops to 75-95 steps/s. For big batch x length x vocabulary.
+  share one lock: the bridges model drops to 75-95 steps/s. For big batch x length x vocabulary,
+  and for K seeds vmapped (s2s_jax.multiseed's default): XLA:CPU takes a step's temporaries as
+  one block, which there passes 64 MB (114 MB for the bridges study at K = 4: 29k faults a step
+  with "keep", 0.9k with one arena).
 
 Better for big blocks where glibc is 2.35 or newer and transparent huge pages are on "madvise"
 (or "always"): start the process with GLIBC_TUNABLES=glibc.malloc.hugetlb=1, which glibc reads

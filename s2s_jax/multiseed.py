@@ -23,17 +23,20 @@ What does not vmap, or not usefully:
 - several devices or hosts: the program runs on one device and needs K times one run's memory;
   a multi-host config is refused, and extra local devices stay idle;
 - evaluation runs per seed (evaluation.evaluate reduces on the host): K times one run's cost;
-- speed: with the bridges study's model (B=64, H=128) on 2 cores, K=4 vmapped seeds run at
-  0.76-0.86x the speed of 4 sequential runs (51-53 against 62-67 seed-steps/s, 2026-11-29, AMD
-  EPYC; benchmarks/multiseed.py); at the tiny config, where per-op overhead dominates, 1.9x.
-  Measured and ruled out as the cause: the decoder's `lax.cond`s, which become selects under
-  vmap (sharing the skip decisions across seeds so they stay conds changed nothing), page
-  faults (without host_memory's tuning, which cli.run applies, the vmapped step spent ~30 ms of
-  ~110 ms faulting its K-times-bigger buffers in again), and the kernels themselves: in a
-  profile the vmapped step's kernels add up to less than four single steps' (98 against 104
-  ms). The time is lost between kernels, where it is not yet located. A sweep with
-  --vmap still ends sooner (3 seeds, 300 steps: 32 s against 40 s): one process starts, loads
-  the data and compiles once;
+- speed: with the bridges study's model (batch 64, a bidirectional 64-unit encoder) on 2 cores,
+  K=4 vmapped seeds train at 0.96-1.01x the speed of 4 sequential runs (61.2 against 63.9 and
+  59.2 against 58.5 seed-steps/s, 2026-11-29, AMD EPYC; benchmarks/multiseed.py, each side in
+  its own process with its entry point's malloc mode); at the tiny config, where per-op overhead
+  dominates, 1.9x. It was 0.76-0.86x until the cause was found: XLA:CPU takes all of a step's
+  temporaries as one block, K times one run's (here 28 MB for one seed; 57, 85 and 114 MB for
+  K = 2, 3, 4), and glibc serves a block over 64 MB to a worker thread's arena only by a fresh
+  mmap(), unmapped again when the step ends, so every vmapped step page-faulted ~26-29k times.
+  Hence this entry point's --malloc_tuning default is keep_one_arena (every block from the main
+  heap, which keeps it): with `keep` the same benchmark gives 0.81x and 29k faults a step;
+  GLIBC_TUNABLES=glibc.malloc.hugetlb=1 in the environment fixes it too (0.98x). Measured and
+  not a cause: the decoder's `lax.cond`s, which become selects under vmap (sharing the skip
+  decisions across seeds so they stay conds changed nothing). A sweep with --vmap ends sooner
+  (3 seeds, 300 steps: 32 s against 40 s): one process starts, loads the data and compiles once;
 - a seed whose loss turns non-finite cannot stop alone as run.py would: its rows and checkpoints
   stop at its last good step, the other seeds finish, and the program then exits with an error
   naming it. (Every model variant vmaps: all registry entries are pure JAX, and seeds differ
@@ -364,4 +367,7 @@ if __name__ == "__main__":
     flags.DEFINE_string("workdir", None, "holds one run.py workdir per seed: <workdir>/seed<k>",
                         required=True)
     flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds to train together, e.g. 0,1,2")
-    cli.run(main)
+    # One arena: XLA takes the vmapped step's temporaries as one block, K times one run's, which
+    # passes 64 MB (the bridges study at K = 4: 114 MB), and glibc serves a block that big to a
+    # worker thread's arena only by a fresh mmap() every step (see the docstring).
+    cli.run(main, malloc_default="keep_one_arena")

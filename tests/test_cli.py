@@ -24,13 +24,13 @@ def main(argv):
         f(x).block_until_ready()
     print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20)
 
-cli.run(main)
+cli.run(main, malloc_default=MALLOC_DEFAULT)
 """
 
 
-def _faults_per_call(tmp_path, rows, *flags):
+def _faults_per_call(tmp_path, rows, *flags, malloc_default="keep"):
     script = tmp_path / "program.py"
-    script.write_text(_PROGRAM)
+    script.write_text(_PROGRAM.replace("MALLOC_DEFAULT", repr(malloc_default)))
     # glibc's own settings from the environment would change what "off" means.
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
@@ -53,3 +53,20 @@ def test_freed_step_buffers_are_reused_instead_of_page_faulted_in_again(tmp_path
     # (4 KB pages give 512 times as many: 12289 a call measured for 48 MB).
     assert untuned >= 0.9 * mbytes / 2
     assert tuned <= 0.5 * untuned
+
+
+def test_an_entry_point_sets_its_own_malloc_default(tmp_path):
+    """s2s_jax.multiseed's vmapped step takes K times one run's temporaries in one block, past
+    64 MB, so its entry point defaults to one arena; run.py keeps `keep`."""
+    rows = 80 * 2 ** 20 // (4096 * 4)
+    untuned = _faults_per_call(tmp_path, rows, "--malloc_tuning=off")
+    one_arena = _faults_per_call(tmp_path, rows, malloc_default="keep_one_arena")
+    assert one_arena <= 0.5 * untuned
+    for command, default in ((["-m", "s2s_jax.multiseed"], "keep_one_arena"),
+                             ([os.path.join(ROOT, "run.py")], "keep")):
+        proc = subprocess.run([sys.executable, *command, "--helpfull"], capture_output=True,
+                              text=True, timeout=300, cwd=ROOT, check=False)
+        help_text = proc.stdout + proc.stderr
+        start = help_text.index("--malloc_tuning:")
+        entry = help_text[start:help_text.index("(default:", start) + 30]
+        assert f"(default: '{default}')" in entry, entry
