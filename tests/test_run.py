@@ -172,8 +172,11 @@ def test_a_restarted_run_loads_its_compiled_train_step_from_the_workdir_cache(tm
     cmd = [sys.executable, "run.py", *TINY, f"--workdir={tmp_path}", "--steps=100000",
            "--checkpoint_every=100000", "--eval_every=100000"]
     errs = []
-    for row in (30, 60):  # a preempted run, then the same command again
-        log = tmp_path / f"stderr{row}.txt"  # a file: the debug log could fill a pipe
+    for attempt in range(2):  # a preempted run, then the same command again
+        # A row this process wrote: the first run can log past any fixed step before it stops,
+        # and a signal that came before the handler was installed would kill the second one.
+        row = max((r["step"] for r in rows(tmp_path)), default=0) + 30 if attempt else 30
+        log = tmp_path / f"stderr{attempt}.txt"  # a file: the debug log could fill a pipe
         with open(log, "w") as f:
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=f,
                                     text=True)
