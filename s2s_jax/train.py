@@ -15,7 +15,8 @@ import numpy as np
 import optax
 from absl import logging
 
-from s2s_jax import checkpoint, data, evaluation, losses, model, parallel, plots, sampling
+from s2s_jax import (checkpoint, data, evaluation, host_memory, losses, model, parallel, plots,
+                     sampling)
 from s2s_jax.run_log import RunLog
 
 
@@ -128,6 +129,15 @@ def _read_finite(pending, ckpt: checkpoint.Checkpoints) -> list:
     return [(step, m) for (step, _), m in zip(pending, values)]
 
 
+def _check_step_memory(train_step, state, batch, rng) -> None:
+    """Warns when the step's temporaries are too big for the process's malloc mode to keep.
+    Compiling here costs nothing extra: the step's first call reuses this executable."""
+    analysis = train_step.lower(state, batch, rng).compile().memory_analysis()
+    advice = host_memory.step_block_advice(getattr(analysis, "temp_size_in_bytes", 0))
+    if advice:
+        logging.warning("%s", advice)
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
     """Trains `config` in `workdir` (resuming if it holds checkpoints), then evaluates on test.
 
@@ -186,6 +196,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         while step < t.steps:
             batch = parallel.global_batch(next(batches), mesh)
             first = step == start
+            if first and jax.default_backend() == "cpu":
+                _check_step_memory(train_step, state, batch, rng)
             state, metrics = train_step(state, batch, rng)
             step += 1
             if first:  # compile time matters on accelerators (tens of seconds there): report it

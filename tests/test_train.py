@@ -2,7 +2,7 @@
 test_run.py; here its timing is made the worst case on purpose)."""
 import os
 
-from s2s_jax import config_files, multiseed, train
+from s2s_jax import config_files, host_memory, multiseed, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,3 +43,17 @@ def test_the_seeds_program_saves_the_step_it_stops_at_too(tmp_path, monkeypatch)
     assert result == {0: {"stopped_at": 2}, 1: {"stopped_at": 2}}
     for seed in (0, 1):
         assert os.listdir(tmp_path / f"seed{seed}" / "checkpoints") == ["2"]
+
+
+def test_a_step_whose_temporaries_glibc_cannot_keep_is_warned_about(tmp_path, monkeypatch):
+    # Every real step's block fits in a thread heap at this size; a 1-byte heap makes it not fit.
+    monkeypatch.setattr(host_memory, "THREAD_HEAP_BYTES", 1)
+    monkeypatch.setattr(host_memory, "_applied", "keep")
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    warnings = []
+    monkeypatch.setattr(train.logging, "warning", lambda fmt, *a: warnings.append(fmt % a))
+    config = _tiny()
+    config.train.steps = 2
+    train.train_and_evaluate(config, str(tmp_path))
+    (advice,) = [w for w in warnings if "glibc thread heap" in w]
+    assert "--malloc_tuning=keep_one_arena" in advice
