@@ -21,7 +21,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
@@ -33,6 +32,9 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from s2s_jax import data, host_memory, model, multiseed, train  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402  pylint: disable=g-import-not-at-top
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 config_flags.DEFINE_config_file("config", os.path.join(_ROOT, "experiments", "bridges.py"),
@@ -114,13 +116,10 @@ def _spawn(side: str) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), f"--side={side}", f"--k={FLAGS.k}",
            f"--steps={FLAGS.steps}", f"--{side}_malloc_tuning={mode}"]
     cmd += [a for a in sys.argv[1:] if a.startswith("--config")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=FLAGS.timeout,
-                          check=False)
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    raise RuntimeError(f"the {side} side failed (exit {proc.returncode}): "
-                       f"{proc.stderr.strip()[-1000:]}")
+    row = common.run_subprocess(cmd, FLAGS.timeout)
+    if "error" in row:
+        raise RuntimeError(f"the {side} side failed: {row['error']}")
+    return row
 
 
 def main(argv):

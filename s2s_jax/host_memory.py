@@ -23,7 +23,8 @@ only at startup. Its mmap()ed blocks then come in 2 MB pages: at the benchmark s
 90k -> 500 faults and 317-334 -> 265 ms per step, as fast as one arena, without its contention
 (the default experiment and the bridges model run as with "keep" alone).
 
-The cost of every setting but "off": the process's resident memory stays at its peak instead of shrinking.
+The cost of every setting but "off": the process's resident memory stays at its peak instead of
+shrinking.
 
 XLA:CPU takes all of a step's temporaries as one block per call, so `step_block_advice` can
 tell from the compiled step (`memory_analysis().temp_size_in_bytes`) whether "keep" will do;
