@@ -31,15 +31,13 @@ leaves the results of the straightforward loop (tests/reference.py) unchanged:
   (embedding rows, E-part of the kernel, bias) is computed after the loop from the tokens the
   steps read, in big matmuls (`_make_decode_scan`'s custom VJP), and so is the gradient of an
   LSTM's layer-0 recurrent kernel (as for the encoder, see encoders._lstm_scan);
-- argmax and the Gumbel noise of categorical sampling are computed in forms XLA:CPU runs
-  several times faster, bit for bit equal to jnp.argmax and jax.random.gumbel.
+- a sampled token costs one exp pass over its row (sampling.categorical, inverse-CDF sampling),
+  and argmax two plain reductions (sampling.argmax, equal to jnp.argmax).
 """
-import math
 from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from s2s_jax import attention as attention_lib
 from s2s_jax import cells, encoders, sampling
@@ -108,67 +106,6 @@ class _Memory(NamedTuple):
     fixed_proj: Optional[jax.Array]  # [B, G*H] projection of the fixed conditioning vector
 
 
-# --- Sampling helpers, bit-identical to sampling.sample_tokens but faster on CPU -------------
-def _argmax(x):
-    """jnp.argmax over the last axis (first maximum, NaN counting as the maximum), as two plain
-    reductions: XLA:CPU runs the variadic (value, index) argmax reduce several times slower."""
-    top = jnp.max(x, axis=-1, keepdims=True)
-    hit = (x == top) | (jnp.isnan(top) & jnp.isnan(x))
-    iota = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
-    return jnp.min(jnp.where(hit, iota, x.shape[-1]), axis=-1).astype(jnp.int32)
-
-
-def _rotate_left(v, r):
-    return (v << np.uint32(r)) | (v >> np.uint32(32 - r))
-
-
-def _threefry2x32(k1, k2, x1, x2):
-    """Threefry-2x32 with its 20 rounds unrolled (jax's CPU lowering rolls them into a loop)."""
-    rotations = ((13, 15, 26, 6), (17, 29, 16, 24))
-    ks = (k1, k2, k1 ^ k2 ^ np.uint32(0x1BD11BDA))
-    x1, x2 = x1 + ks[0], x2 + ks[1]
-    for i in range(5):
-        for r in rotations[i % 2]:
-            x1 = x1 + x2
-            x2 = x1 ^ _rotate_left(x2, r)
-        x1 = x1 + ks[(i + 1) % 3]
-        x2 = x2 + ks[(i + 2) % 3] + np.uint32(i + 1)
-    return x1, x2
-
-
-def _fast_gumbel_applies(key, shape, dtype) -> bool:
-    # Each setting read with getattr: a jax that renames or drops one gets jax.random.gumbel.
-    setting = lambda name: getattr(jax.config, name, None)  # pylint: disable=unnecessary-lambda-assignment
-    return (isinstance(key, jax.Array) and key.dtype == jnp.uint32 and key.shape == (2,)
-            and dtype == jnp.float32 and math.prod(shape) < 2 ** 32
-            and setting("jax_default_prng_impl") == "threefry2x32"
-            and setting("jax_threefry_partitionable") is True
-            and setting("jax_high_dynamic_range_gumbel") is False)
-
-
-def _gumbel(key, shape, dtype):
-    """jax.random.gumbel(key, shape, dtype), bit for bit (raw threefry keys, float32)."""
-    if not _fast_gumbel_applies(key, shape, dtype):
-        return jax.random.gumbel(key, shape, dtype)
-    counts = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
-    hi, lo = _threefry2x32(key[0], key[1], jnp.zeros_like(counts), counts)
-    bits = hi ^ lo
-    one = np.array(1.0, np.float32)
-    floats = jax.lax.bitcast_convert_type(
-        (bits >> np.uint32(32 - 23)) | one.view(np.uint32), jnp.float32) - one
-    tiny = np.float32(np.finfo(np.float32).tiny)
-    uniform = jax.lax.max(tiny, floats * (one - tiny) + tiny)  # jax.random.uniform(tiny, 1)
-    return -jnp.log(-jnp.log(uniform))
-
-
-def _sample_tokens(key, logits, sample_from: str, temperature: float):
-    """sampling.sample_tokens, bit for bit: argmax, or the Gumbel-max categorical sample."""
-    if sample_from == "argmax":
-        return _argmax(logits)
-    logits = logits / temperature
-    return _argmax(_gumbel(key, logits.shape, logits.dtype) + logits)
-
-
 # --- The generic step (output mode) ----------------------------------------------------------
 def _step(params, opts: DecoderOptions, sizes: InputSizes, memory: _Memory, probability,
           free_running: bool, carry, xs):
@@ -189,7 +126,7 @@ def _step(params, opts: DecoderOptions, sizes: InputSizes, memory: _Memory, prob
         fed = jnp.broadcast_to(t > 0, (batch,))
     else:
         fed = sampling.choose_sampled(k_choose, probability, batch) & (t > 0)  # [B]
-    tokens = _argmax(prev_logits)
+    tokens = sampling.argmax(prev_logits)
     fed_vec = sampling.NEXT_INPUTS[opts.next_inputs].apply(
         params.get("next_inputs"), prev_out, prev_logits, params["embed"]["embedding"],
         opts.temperature)  # [B, E]
@@ -285,7 +222,7 @@ def _decode_scan(opts: DecoderOptions, sizes: InputSizes, embed_params, diff, co
 
     def sample(out, key, t, all_logits):
         logits = out @ const["out_kernel"] + const["out_bias"]  # [B, V]
-        tokens = _sample_tokens(key, logits, opts.sample_from, opts.temperature)
+        tokens = sampling.sample_tokens(key, logits, opts.sample_from, opts.temperature)
         fed_proj = encoders.embed({"embedding": table}, tokens) @ k_emb + bias  # [B, G*H]
         # Written in place into [B, T, V], the layout of the result: no transpose afterwards.
         all_logits = jax.lax.dynamic_update_slice_in_dim(all_logits, logits[:, None], t, 1)

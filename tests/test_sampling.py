@@ -78,3 +78,62 @@ def test_token_sampling():
     np.testing.assert_array_equal(sampling.sample_tokens(None, logits[:2], "argmax", 1.0), [0, 0])
     cold = sampling.sample_tokens(jax.random.PRNGKey(0), logits, "categorical", 0.05)
     assert np.mean(np.asarray(cold) == 0) > 0.999  # a low temperature approaches argmax
+
+
+def test_argmax_equals_jnp_argmax_with_ties_nan_and_inf():
+    x = jnp.round(jax.random.normal(jax.random.PRNGKey(0), (50, 33)))  # many ties
+    x = x.at[3, 7].set(jnp.nan).at[4, 2].set(jnp.inf).at[5].set(-jnp.inf)
+    np.testing.assert_array_equal(sampling.argmax(x), jnp.argmax(x, axis=-1))
+    np.testing.assert_array_equal(jax.jit(sampling.argmax)(x), jnp.argmax(x, axis=-1))
+
+
+def _draws(logits, count, seed=0):
+    keys = jax.random.split(jax.random.PRNGKey(seed), count)
+    return np.asarray(jax.jit(jax.vmap(sampling.categorical, (0, None)))(keys, logits))  # [N, B]
+
+
+@pytest.mark.parametrize("vocab", [70, 97])  # blocks of 10 (a divisor), or 10 with padding
+def test_categorical_frequencies_follow_the_softmax(vocab):
+    logits = 2.0 * jax.random.normal(jax.random.PRNGKey(vocab), (2, vocab))
+    count = 40000
+    ids = _draws(logits, count)
+    for row in range(2):
+        expected = count * np.asarray(jax.nn.softmax(logits[row]), np.float64)
+        observed = np.bincount(ids[:, row], minlength=vocab)
+        chi2 = np.sum((observed - expected) ** 2 / expected)
+        # chi-square with vocab - 1 degrees of freedom: mean vocab - 1, sd sqrt(2 (vocab - 1)).
+        assert chi2 < vocab - 1 + 6 * math.sqrt(2 * (vocab - 1)), chi2
+
+
+def test_categorical_never_draws_an_impossible_token():
+    vocab = 97  # padded to 10 blocks of 10
+    logits = np.full((4, vocab), -np.inf, np.float32)
+    logits[0, [0, 9, 10, 96]] = [0.0, 1.0, 2.0, 0.5]  # the first and last of blocks, and the last
+    logits[1, 96] = 3.0  # one possible token, in the padded block
+    logits[2, 0] = 0.0
+    logits[3] = 0.0
+    logits[3, 40:] = -200.0  # exp underflows to 0 against the others
+    ids = _draws(jnp.asarray(logits), 20000, seed=1)
+    assert set(np.unique(ids[:, 0])) == {0, 9, 10, 96}
+    assert np.all(ids[:, 1] == 96) and np.all(ids[:, 2] == 0)
+    assert ids[:, 3].max() < 40 and len(np.unique(ids[:, 3])) == 40
+    np.testing.assert_array_equal(sampling.categorical(jax.random.PRNGKey(0), jnp.zeros((3, 1))),
+                                  [0, 0, 0])
+
+
+def test_inverse_cdf_ends_at_the_first_and_last_possible_tokens():
+    vocab = 97
+    rs = np.random.RandomState(0)
+    logits = rs.randn(64, vocab).astype(np.float32)
+    logits[:, :3] = -np.inf  # the first possible token is 3
+    logits[48:, :13] = -np.inf  # ... or 13, after a first block of nothing possible
+    first = np.array([3] * 48 + [13] * 16)
+    logits[:32, 90:] = -np.inf  # the last is 89, or 96 in the padded last block
+    logits[32:48, 80:] = -np.inf  # ... or 79, with a last block of nothing possible
+    last = np.array([89] * 32 + [79] * 16 + [96] * 16)
+    below_one = np.nextafter(np.float32(1), np.float32(0))
+    for fn in (sampling.inverse_cdf, jax.jit(sampling.inverse_cdf)):
+        np.testing.assert_array_equal(fn(jnp.zeros(64), jnp.asarray(logits)), first)
+        np.testing.assert_array_equal(fn(jnp.full(64, below_one), jnp.asarray(logits)), last)
+        # u = 1 puts the target at the total, where float rounding of u * total can put it.
+        np.testing.assert_array_equal(fn(jnp.ones(64), jnp.asarray(logits)), last)
