@@ -217,6 +217,13 @@ def _decode_scan(opts: DecoderOptions, sizes: InputSizes, embed_params, diff, co
         layers = [layer0] + list(layers[1:])
     # A constant here: its gradient is one matmul after the loop (see _make_decode_scan).
     k_ctx = jax.lax.stop_gradient(_kernel_parts(diff["layers"][0], sizes)[1])
+    # With an LSTM, whose gates are x_proj + h @ kernel, layer 0 takes [h, context] through one
+    # [H + Dk, 4H] kernel: one matmul a step, and one in the backward loop, instead of two
+    # (XLA:CPU runs the two side by side on one core each, slower than one after the other).
+    merge = defer and opts.attention is not None
+    if merge:
+        layers[0] = dict(layers[0], recurrent={
+            "kernel": jnp.concatenate([layers[0]["recurrent"]["kernel"], k_ctx])})
     steps, batch = diff["base"].shape[:2]
     vocab = const["out_kernel"].shape[-1]
     dtype = diff["base"].dtype
@@ -243,13 +250,18 @@ def _decode_scan(opts: DecoderOptions, sizes: InputSizes, embed_params, diff, co
             query = state[-1][-1]  # top layer's h from the previous step: [B, H]
             context, weights = attention_lib.attend(opts.attention, diff["attention"], query,
                                                     diff["keys"], diff["prepared"], const["mask"])
-            x_proj = x_proj + context @ k_ctx
+            if not merge:
+                x_proj = x_proj + context @ k_ctx
         if diff["fixed"] is not None:
             x_proj = x_proj + diff["fixed"]
         if xs["aux"] is not None:
             x_proj = x_proj + xs["aux"]
         rng = xs["dropout_key"] if opts.dropout_rate > 0 else None
-        state, h = cells.stack_step(opts.cell, layers, state, None, x_proj0=x_proj,
+        state_in = state
+        if merge:  # the cell reads [h, context] where it reads h: [B, H + Dk]
+            c0, h0_prev = state[0]
+            state_in = [(c0, jnp.concatenate([h0_prev, context], axis=-1))] + list(state[1:])
+        state, h = cells.stack_step(opts.cell, layers, state_in, None, x_proj0=x_proj,
                                     dropout_rate=opts.dropout_rate, rng=rng)
         out = h if opts.attention is None else jnp.concatenate([h, context], axis=-1)  # [B, O]
         tokens, fed_proj, all_logits = jax.lax.cond(
