@@ -92,13 +92,16 @@ def _draws(logits, count, seed=0):
     return np.asarray(jax.jit(jax.vmap(sampling.categorical, (0, None)))(keys, logits))  # [N, B]
 
 
-@pytest.mark.parametrize("vocab", [70, 97])  # blocks of 10 (a divisor), or 10 with padding
-def test_categorical_frequencies_follow_the_softmax(vocab):
-    logits = 2.0 * jax.random.normal(jax.random.PRNGKey(vocab), (2, vocab))
+@pytest.mark.parametrize("vocab,dtype",
+                         [(70, jnp.float32), (97, jnp.float32), (97, jnp.bfloat16)])
+def test_categorical_frequencies_follow_the_softmax(vocab, dtype):
+    # 70: blocks of 10 (a divisor); 97: blocks of 10 with padding; bfloat16 logits (a model's
+    # compute dtype) must be drawn from as exactly as float32 ones.
+    logits = (2.0 * jax.random.normal(jax.random.PRNGKey(vocab), (2, vocab))).astype(dtype)
     count = 40000
     ids = _draws(logits, count)
     for row in range(2):
-        expected = count * np.asarray(jax.nn.softmax(logits[row]), np.float64)
+        expected = count * np.asarray(jax.nn.softmax(logits[row].astype(jnp.float32)), np.float64)
         observed = np.bincount(ids[:, row], minlength=vocab)
         chi2 = np.sum((observed - expected) ** 2 / expected)
         # chi-square with vocab - 1 degrees of freedom: mean vocab - 1, sd sqrt(2 (vocab - 1)).
