@@ -3,8 +3,9 @@
   python benchmarks/train_throughput.py [--bridge=dense] [--sampling_prob=0.25] [--steps=20]
 
 One step is forward (model.apply with scheduled sampling at --sampling_prob, passed as a traced
-value as a schedule would), s2s_jax.losses.cross_entropy on its logits, backward, and an optax
-adam update, jitted once with the state donated. The step is compiled ahead of time (compile_s is
+value as a schedule would; 0 as a Python number, as train.py passes a schedule capped at 0),
+s2s_jax.losses.cross_entropy on its logits, backward, and an optax adam update, jitted once with
+the state donated. The step is compiled ahead of time (compile_s is
 trace + XLA compile; lower_s the trace and lowering alone) and then called as that executable, so
 any recompilation would be an error.
 After --warmup steps, --steps steps are timed one by one, each blocked on its result.
@@ -86,7 +87,9 @@ def make_train_step(m: model.Model, tx, traces: list):
         rng = jax.random.fold_in(rng, step)
 
         def loss_fn(p):
-            out = m.apply(p, batch, rng, probability, train=True)
+            # As train.py: a schedule capped at 0 passes a Python 0, known when tracing.
+            prob = 0.0 if FLAGS.sampling_prob == 0.0 else probability
+            out = m.apply(p, batch, rng, prob, train=True)
             return losses.cross_entropy(out.logits, batch["targets"], batch["targets_len"])
 
         loss, grads = jax.value_and_grad(loss_fn)(params)

@@ -241,10 +241,12 @@ def _decode_scan(opts: DecoderOptions, sizes: InputSizes, embed_params, diff, co
         return (jnp.zeros((batch,), jnp.int32), jnp.zeros((batch, k_emb.shape[-1]), dtype),
                 all_logits)
 
+    never = const["need"] is None  # teacher forcing known when tracing: nothing to sample
+
     def step(carry, xs):
         state, fed_proj, all_logits = carry
         # Exactly the fed projection or the gold one: x + 0 == x.
-        x_proj = jnp.where(xs["fed"][:, None], fed_proj, 0.0) + xs["base"]  # [B, G*H]
+        x_proj = xs["base"] if never else jnp.where(xs["fed"][:, None], fed_proj, 0.0) + xs["base"]
         weights = None
         if opts.attention is not None:
             query = state[-1][-1]  # top layer's h from the previous step: [B, H]
@@ -264,14 +266,19 @@ def _decode_scan(opts: DecoderOptions, sizes: InputSizes, embed_params, diff, co
         state, h = cells.stack_step(opts.cell, layers, state_in, None, x_proj0=x_proj,
                                     dropout_rate=opts.dropout_rate, rng=rng)
         out = h if opts.attention is None else jnp.concatenate([h, context], axis=-1)  # [B, O]
-        tokens, fed_proj, all_logits = jax.lax.cond(
-            xs["need"], sample, skip, jax.lax.stop_gradient(out), xs["token_key"], xs["t"],
-            all_logits)
+        if never:
+            tokens = jnp.zeros((batch,), jnp.int32)
+        else:
+            tokens, fed_proj, all_logits = jax.lax.cond(
+                xs["need"], sample, skip, jax.lax.stop_gradient(out), xs["token_key"], xs["t"],
+                all_logits)
         h0 = state[0][-1] if defer else None
         return (state, fed_proj, all_logits), ((out, weights), (tokens, h0))
 
-    carry = (list(diff["state"]), jnp.zeros((batch, k_emb.shape[-1]), dtype),
-             jnp.zeros((batch, steps, vocab), dtype))
+    # The [B, T, V] buffer the loop writes its logits into (61 MB at the benchmark's size, zeroed
+    # every step): not even allocated when nothing can be sampled.
+    carry = (list(diff["state"]), None if never else jnp.zeros((batch, k_emb.shape[-1]), dtype),
+             None if never else jnp.zeros((batch, steps, vocab), dtype))
     xs = {"t": jnp.arange(steps), "fed": const["fed"], "base": diff["base"], "aux": diff["aux"],
           "need": const["need"], "token_key": const["token_key"],
           "dropout_key": const["dropout_key"]}
@@ -351,7 +358,10 @@ def _make_decode_scan(opts: DecoderOptions, sizes: InputSizes):
 @jax.custom_vjp
 def _output_logits(out, kernel, bias, loop_logits, use_loop):
     """Logits [B, T, V] of out [B, T, O]: the ones the loop computed when it did so for every
-    step, else one matmul. Either way the gradient is two big matmuls."""
+    step, else one matmul (always, when `loop_logits` is None). Either way the gradient is two
+    big matmuls."""
+    if loop_logits is None:
+        return out @ kernel + bias
     return jax.lax.cond(use_loop, lambda: loop_logits, lambda: out @ kernel + bias)
 
 
@@ -383,15 +393,20 @@ def _unroll_embedding_mode(params, opts, sizes, memory, initial_state, gold_inpu
     step_keys = jax.vmap(lambda k: jax.random.split(k, 3))(jax.random.split(rng, steps))
     k_choose, k_token, k_dropout = step_keys[:, 0], step_keys[:, 1], step_keys[:, 2]
     t = jnp.arange(steps)
+    # A Python 0 (train.py passes one when the schedule's cap is 0, evaluation always does)
+    # is teacher forcing known when tracing: the loop then carries no logits and no draws.
+    forced = not free_running and isinstance(probability, (int, float)) and probability == 0
     if free_running:
         fed = jnp.broadcast_to((t > 0)[:, None], (steps, batch))
+    elif forced:
+        fed = jnp.zeros((steps, batch), bool)
     else:
         fed = jax.vmap(lambda k: sampling.choose_sampled(k, probability, batch))(k_choose)
         fed = fed & (t > 0)[:, None]  # [T, B]
     any_fed = jnp.any(fed, axis=1)  # [T]
     # Step t needs its logits in the loop when step t + 1 samples from them; the last step does
     # as the one before it, so a fully sampled run needs no output matmul after the loop.
-    need = jnp.concatenate([any_fed[1:], any_fed[-1:]])  # [T]
+    need = None if forced else jnp.concatenate([any_fed[1:], any_fed[-1:]])  # [T]
     token_key = jnp.concatenate([k_token[1:], k_token[-1:]])  # the key of step t + 1's draw
 
     out_kernel, out_bias = params["out"]["kernel"], params["out"]["bias"]
@@ -403,8 +418,9 @@ def _unroll_embedding_mode(params, opts, sizes, memory, initial_state, gold_inpu
              "mask": memory.mask, "out_kernel": sg(out_kernel), "out_bias": sg(out_bias)}
     (outs, weights), (loop_logits, next_tokens, _) = _make_decode_scan(opts, sizes)(
         embed_params, diff, const, gold)
-    logits = _output_logits(jnp.swapaxes(outs, 0, 1), out_kernel, out_bias, sg(loop_logits),
-                            jnp.all(need))  # [B, T, V]
+    use_loop = None if forced else jnp.all(need)
+    logits = _output_logits(jnp.swapaxes(outs, 0, 1), out_kernel, out_bias,
+                            None if forced else sg(loop_logits), use_loop)  # [B, T, V]
     tokens = jnp.concatenate([jnp.zeros_like(next_tokens[:1]), next_tokens[:-1]])  # [T, B]
     sample_ids = jnp.swapaxes(jnp.where(fed, tokens, -1), 0, 1)  # [B, T]
     return logits, sample_ids, fed, weights

@@ -66,7 +66,10 @@ def make_train_step(net: model.Model, tx, schedule: str, sp: sampling.SchedulePa
 
     def train_step(state: TrainState, batch, rng):
         rng = jax.random.fold_in(rng, state.step)  # a resumed run replays the same keys
-        probability = sampling.probability_at(schedule, state.step, sp)  # traced: no recompiles
+        # Traced: moving along the schedule never recompiles. A schedule capped at 0 is teacher
+        # forcing: a Python 0 tells the decoder when tracing, and it then skips the sampling.
+        probability = (0.0 if sp.probability == 0.0
+                       else sampling.probability_at(schedule, state.step, sp))
 
         def loss_fn(params):
             out = net.apply(params, batch, rng, probability, train=True)
@@ -81,7 +84,7 @@ def make_train_step(net: model.Model, tx, schedule: str, sp: sampling.SchedulePa
             "loss": loss,
             "token_accuracy": losses.token_accuracy(out.logits, batch["targets"],
                                                     batch["targets_len"]),
-            "sampling_probability": probability,
+            "sampling_probability": jnp.asarray(probability, jnp.float32),
             "sampled_fraction": out.sampled_fraction,
             "grad_norm": optax.tree.norm(grads),
             "tokens": jnp.sum(batch["targets_len"]),

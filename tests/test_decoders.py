@@ -176,3 +176,31 @@ def test_gradients_equal_those_of_the_python_loop_reference(kw, p):
     want = jax.grad(lambda q: loss(reference.decode(m, q, batch, rng, p)[0]))(params)
     for got, ref in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(want)):
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kw", [dict(bridge="attention"), dict(bridge="copy", cell="gru")])
+def test_a_python_zero_probability_drops_the_sampling_machinery_and_changes_nothing(kw):
+    """p = 0 as a Python number is teacher forcing known when tracing: the loop then holds no
+    `lax.cond` for in-loop logits (nor their [B, T, V] buffer), with the same results and
+    gradients as a traced zero."""
+    m, params = _model(**kw)
+    batch = make_batch()
+    rng = jax.random.PRNGKey(3)
+
+    def run(q, p):
+        out = m.apply(q, batch, rng, p, train=True)
+        loss = losses.cross_entropy(out.logits, batch["targets"], batch["targets_len"])
+        return loss, out
+
+    static = jax.jit(jax.value_and_grad(lambda q: run(q, 0.0), has_aux=True))
+    traced = jax.jit(jax.value_and_grad(run, has_aux=True))
+    (loss_s, out_s), grads_s = static(params)
+    (loss_t, out_t), grads_t = traced(params, jnp.float32(0.0))
+    np.testing.assert_allclose(loss_s, loss_t, rtol=1e-6)
+    np.testing.assert_allclose(out_s.logits, out_t.logits, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out_s.sample_ids, out_t.sample_ids)
+    assert float(out_s.sampled_fraction) == float(out_t.sampled_fraction) == 0.0
+    for got, want in zip(jax.tree_util.tree_leaves(grads_s), jax.tree_util.tree_leaves(grads_t)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    assert "conditional" not in static.lower(params).as_text(dialect="hlo")
+    assert "conditional" in traced.lower(params, jnp.float32(0.0)).as_text(dialect="hlo")
