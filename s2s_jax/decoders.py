@@ -198,7 +198,8 @@ def _decode_scan(opts: DecoderOptions, sizes: InputSizes, embed_params, diff, co
       diff: the differentiable inputs: `layers`, `attention` (params), `state` (initial),
         `base` [T, B, G*H] (the projected gold input where gold is read, else 0; its gradient is
         that of every step's input projection), `aux` [T, B, G*H] or None, `keys`, `prepared`,
-        `fixed` [B, G*H] (memory, or None).
+        `fixed` [B, G*H] (memory, or None), `probes` (zeros added to every step's projected
+        query [T, B, Aq] and context [T, B, Dk], whose gradients are theirs; see `_attend`).
       const: `fed` [T, B] bool, `need` [T] bool (compute this step's logits in the loop),
         `token_key` [T] (the key that samples from step t's logits), `dropout_key` [T], `mask`
         [B, S] or None, `out_kernel`, `out_bias` (stop-gradient copies).
@@ -206,7 +207,7 @@ def _decode_scan(opts: DecoderOptions, sizes: InputSizes, embed_params, diff, co
     Returns:
       ((outs [T, B, O], weights [T, B, S] or None), (logits [B, T, V] (zero where not needed),
       next_tokens [T, B] (sampled from step t's logits for step t + 1), h0 [T, B, H] (layer 0's
-      h after every step) or None)).
+      h after every step) or None, queries [T, B, H] (attention's query at every step) or None)).
     """
     table, k_emb, bias = embed_params
     layers = diff["layers"]
@@ -250,8 +251,8 @@ def _decode_scan(opts: DecoderOptions, sizes: InputSizes, embed_params, diff, co
         weights = None
         if opts.attention is not None:
             query = state[-1][-1]  # top layer's h from the previous step: [B, H]
-            context, weights = attention_lib.attend(opts.attention, diff["attention"], query,
-                                                    diff["keys"], diff["prepared"], const["mask"])
+            context, weights = _attend(opts.attention, diff["attention"], query, diff["keys"],
+                                       diff["prepared"], const["mask"], xs["probes"])
             if not merge:
                 x_proj = x_proj + context @ k_ctx
         if diff["fixed"] is not None:
@@ -273,7 +274,8 @@ def _decode_scan(opts: DecoderOptions, sizes: InputSizes, embed_params, diff, co
                 xs["need"], sample, skip, jax.lax.stop_gradient(out), xs["token_key"], xs["t"],
                 all_logits)
         h0 = state[0][-1] if defer else None
-        return (state, fed_proj, all_logits), ((out, weights), (tokens, h0))
+        queries = None if opts.attention is None else query
+        return (state, fed_proj, all_logits), ((out, weights), (tokens, h0, queries))
 
     # The [B, T, V] buffer the loop writes its logits into (61 MB at the benchmark's size, zeroed
     # every step): not even allocated when nothing can be sampled.
@@ -281,9 +283,34 @@ def _decode_scan(opts: DecoderOptions, sizes: InputSizes, embed_params, diff, co
              None if never else jnp.zeros((batch, steps, vocab), dtype))
     xs = {"t": jnp.arange(steps), "fed": const["fed"], "base": diff["base"], "aux": diff["aux"],
           "need": const["need"], "token_key": const["token_key"],
-          "dropout_key": const["dropout_key"]}
-    (_, _, all_logits), (outs, (next_tokens, h0)) = jax.lax.scan(step, carry, xs)
-    return outs, (all_logits, next_tokens, h0)
+          "dropout_key": const["dropout_key"], "probes": diff["probes"]}
+    (_, _, all_logits), (outs, (next_tokens, h0, queries)) = jax.lax.scan(step, carry, xs)
+    return outs, (all_logits, next_tokens, h0, queries)
+
+
+def _attend(attn, params, query, keys, prepared, mask, probes):
+    """`attention.attend` inside the decoder loop, leaving two gradients for after it.
+
+    The query projection's parameters and the keys are constants here: their per-step gradients
+    would be a [Dq, Aq] and a [B, S, Dk] product added up in the backward loop every step.
+    Instead the zero `probes` added to the projected query and to the context give the loop's
+    gradients with respect to both, and `_attention_gradients` turns them into those of the
+    parameters and keys with one matmul each over all steps.
+    """
+    sg = jax.lax.stop_gradient
+    projected = attn.project(sg(params), query) + probes["query"]  # [B, Aq]
+    weights = attention_lib.masked_softmax(attn.score(params, projected, prepared), mask)  # [B, S]
+    context = jnp.einsum("bs,bsd->bd", weights, sg(keys)) + probes["context"]  # [B, Dk]
+    return context, weights
+
+
+def _attention_gradients(attn, params, queries, weights, d_probes, d_params):
+    """Adds the gradients `_attend` left out: the query projection's, from every step's query
+    [T, B, H] and projected-query gradient, and the keys' [B, S, Dk], from every step's weights
+    [T, B, S] and context gradient. Returns (attention params' gradient, keys' gradient)."""
+    _, project_vjp = jax.vjp(lambda p: attn.project(p, queries), params)  # [T, B, Aq]
+    d_params = jax.tree_util.tree_map(jnp.add, d_params, project_vjp(d_probes["query"])[0])
+    return d_params, jnp.einsum("tbs,tbd->bsd", weights, d_probes["context"])
 
 
 def _defers_recurrent_gradient(opts: DecoderOptions) -> bool:
@@ -329,11 +356,18 @@ def _make_decode_scan(opts: DecoderOptions, sizes: InputSizes):
         outs, vjp_fn, aux = jax.vjp(
             lambda d: _decode_scan(opts, sizes, embed_params, d, const), diff, has_aux=True)
         return (outs, aux), (vjp_fn, embed_params, aux[1], aux[2], diff["state"][0][-1],
-                             const["fed"], gold, outs[0], diff["layers"][0]["input"]["kernel"])
+                             const["fed"], gold, outs, diff["layers"][0]["input"]["kernel"],
+                             diff["attention"], aux[3])
 
     def bwd(res, cts):
-        vjp_fn, embed_params, next_tokens, h0, h0_initial, fed, gold, outs, kernel = res
+        (vjp_fn, embed_params, next_tokens, h0, h0_initial, fed, gold, (outs, weights), kernel,
+         attention_params, queries) = res
         (d_diff,) = vjp_fn(cts[0])  # the loop's own logits and tokens carry no gradient
+        if opts.attention is not None:
+            d_diff["attention"], d_diff["keys"] = _attention_gradients(
+                opts.attention, attention_params, queries, weights, d_diff["probes"],
+                d_diff["attention"])
+            d_diff["probes"] = None  # zeros: their gradients went to the parameters and keys
         if sizes.context:  # outs [T, B, H + Dk] end with the attention contexts
             contexts = outs[..., outs.shape[-1] - sizes.context:]
             d_ctx = jnp.einsum("tbc,tbg->cg", contexts, d_diff["base"])
@@ -379,6 +413,18 @@ def _output_logits_bwd(res, g):
 _output_logits.defvjp(_output_logits_fwd, _output_logits_bwd)
 
 
+def _attention_probes(opts, params, initial_state, memory, steps):
+    """The zero probes of `_attend`: [T, B, Aq] for the projected query, [T, B, Dk] for the
+    context; None without attention."""
+    if opts.attention is None:
+        return None
+    query = initial_state[-1][-1]  # [B, H]
+    projected = jax.eval_shape(opts.attention.project, params["attention"], query)
+    batch, _, key_dim = memory.keys.shape
+    return {"query": jnp.zeros((steps, *projected.shape), projected.dtype),
+            "context": jnp.zeros((steps, batch, key_dim), memory.keys.dtype)}
+
+
 def _unroll_embedding_mode(params, opts, sizes, memory, initial_state, gold_inputs, aux_proj, rng,
                            probability, free_running):
     """The embedding-mode unroll. Returns (logits [B,T,V], sample_ids [B,T], fed [T,B], weights)."""
@@ -413,10 +459,11 @@ def _unroll_embedding_mode(params, opts, sizes, memory, initial_state, gold_inpu
     diff = {"layers": params["layers"], "attention": params.get("attention"),
             "state": list(initial_state), "base": jnp.where(fed[..., None], 0.0, gold_proj),
             "aux": aux_proj, "keys": memory.keys, "prepared": memory.prepared,
-            "fixed": memory.fixed_proj}
+            "fixed": memory.fixed_proj, "probes": _attention_probes(opts, params, initial_state,
+                                                                    memory, steps)}
     const = {"fed": fed, "need": need, "token_key": token_key, "dropout_key": k_dropout,
              "mask": memory.mask, "out_kernel": sg(out_kernel), "out_bias": sg(out_bias)}
-    (outs, weights), (loop_logits, next_tokens, _) = _make_decode_scan(opts, sizes)(
+    (outs, weights), (loop_logits, next_tokens, _, _) = _make_decode_scan(opts, sizes)(
         embed_params, diff, const, gold)
     use_loop = None if forced else jnp.all(need)
     logits = _output_logits(jnp.swapaxes(outs, 0, 1), out_kernel, out_bias,

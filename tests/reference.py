@@ -55,7 +55,8 @@ def decode(model, params, batch, rng, probability, *, free_running=False):
         parts = [x]
         if attn is not None:
             query = state[-1][-1]
-            scores = attn.score(dp["attention"], query, attn.prepare(dp["attention"], encoded.outputs))
+            ap = dp["attention"]
+            scores = attn.score(ap, attn.project(ap, query), attn.prepare(ap, encoded.outputs))
             weights = []
             for b in range(batch_size):  # softmax over the real positions only, one row at a time
                 n = int(batch["inputs_len"][b])

@@ -33,18 +33,23 @@ def test_weights_are_a_masked_distribution_and_ignore_padding(name, normalize):
     np.testing.assert_allclose(w2[:, :6], weights, rtol=1e-5, atol=1e-7)
 
 
+def _scores(attn, params, query, keys):
+    return attn.score(params, attn.project(params, query), attn.prepare(params, keys))
+
+
 def test_scores_match_their_formulas():
     query, keys, mask = _inputs(1)
     q, k = np.asarray(query), np.asarray(keys)
     dot = attention.ATTENTION["dot"]
-    np.testing.assert_allclose(dot.score({}, query, keys), np.einsum("bd,bsd->bs", q, k), rtol=1e-5)
+    np.testing.assert_allclose(_scores(dot, {}, query, keys), np.einsum("bd,bsd->bs", q, k),
+                               rtol=1e-5)
     scaled = attention.ATTENTION["scaled_dot"]
-    np.testing.assert_allclose(scaled.score({}, query, keys),
+    np.testing.assert_allclose(_scores(scaled, {}, query, keys),
                                np.einsum("bd,bsd->bs", q, k) / 2.0, rtol=1e-5)
     general = attention.ATTENTION["general"]
     gp = general.init(jax.random.PRNGKey(0), 4, 4, 0, False)
     w = np.asarray(gp["key"]["kernel"])  # [Dk, Dq]
-    np.testing.assert_allclose(general.score(gp, query, general.prepare(gp, keys)),
+    np.testing.assert_allclose(_scores(general, gp, query, keys),
                                np.einsum("bd,bsd->bs", q, k @ w), rtol=1e-5, atol=1e-5)
     add = attention.ATTENTION["bahdanau"]
     for normalize in (False, True):
@@ -54,7 +59,7 @@ def test_scores_match_their_formulas():
             v = float(ap["g"]) * v / np.linalg.norm(v)
         hidden = np.tanh(k @ np.asarray(ap["key"]["kernel"]) + np.asarray(ap["key"]["bias"])
                          + (q @ np.asarray(ap["query"]["kernel"]))[:, None, :])
-        np.testing.assert_allclose(add.score(ap, query, add.prepare(ap, keys)), hidden @ v,
+        np.testing.assert_allclose(_scores(add, ap, query, keys), hidden @ v,
                                    rtol=1e-5, atol=1e-5)
 
 

@@ -160,6 +160,7 @@ def test_a_jitted_loss_compiles_once_across_sampling_probabilities():
 
 @pytest.mark.parametrize("kw,p", [(dict(bridge="attention"), 0.5),
                                   (dict(bridge="attention", cell="gru"), 0.0),
+                                  (dict(bridge="attention", attention_type="general"), 0.5),
                                   (dict(bridge="concat_inputs", cell="gru"), 0.5),
                                   (dict(bridge="dense", sample_from="argmax"), 0.0)])
 def test_gradients_equal_those_of_the_python_loop_reference(kw, p):
