@@ -29,8 +29,10 @@ leaves the results of the straightforward loop (tests/reference.py) unchanged:
   per-step [O, V] accumulation;
 - every step's input projection (gold or fed back) is a constant inside the loop; its gradient
   (embedding rows, E-part of the kernel, bias) is computed after the loop from the tokens the
-  steps read, in big matmuls (`_make_decode_scan`'s custom VJP), and so is the gradient of an
-  LSTM's layer-0 recurrent kernel (as for the encoder, see encoders._lstm_scan);
+  steps read, in big matmuls (`_make_decode_scan`'s custom VJP), and so are the gradients of an
+  LSTM's layer-0 recurrent kernel (as for the encoder, see encoders._lstm_scan), of the
+  attention context's input kernel, of the attention query projection and of the keys
+  (`_attend`);
 - a sampled token costs one exp pass over its row (sampling.categorical, inverse-CDF sampling),
   and argmax two plain reductions (sampling.argmax, equal to jnp.argmax).
 """
