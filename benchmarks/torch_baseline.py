@@ -193,6 +193,7 @@ def main(argv):
             raise SystemExit("error: --device=cuda but torch sees no CUDA device; use --device=cpu")
         torch.set_float32_matmul_precision("high")
     torch.manual_seed(FLAGS.seed)
+    peak_before = matmul_peak_gflops(device)  # and after the steps, as train_throughput.py
     p = FLAGS.sampling_prob
     fused = p == 0 and FLAGS.bridge != "attention"
     dec_hidden = common.decoder_hidden(FLAGS.bridge, FLAGS.hidden, FLAGS.decoder_hidden)
@@ -221,7 +222,8 @@ def main(argv):
     usage = tuple(b - a for a, b in zip(usage, common.process_usage()))
     if not np.isfinite(loss_value):
         raise RuntimeError(f"the loss is not finite: {loss_value}")
-    common.report("torch", times, 0.0, param_count, matmul_peak_gflops(device), usage,
+    peak = max(peak_before, matmul_peak_gflops(device))
+    common.report("torch", times, 0.0, param_count, peak, usage,
                   final_loss=round(loss_value, 4), dtype="float32", device=device,
                   matmul_precision=torch.get_float32_matmul_precision(),
                   threads=torch.get_num_threads(), torch_version=torch.__version__,
