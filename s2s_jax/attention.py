@@ -142,7 +142,11 @@ def attend(attn: Attention, params, query, keys, prepared, mask):
     Returns:
       (context [B, Dk], weights [B, S]).
     """
-    scores = attn.score(params, attn.project(params, query), prepared)  # [B, S]
-    weights = masked_softmax(scores, mask)  # [B, S]
+    return attend_projected(attn, params, attn.project(params, query), keys, prepared, mask)
+
+
+def attend_projected(attn: Attention, params, projected_query, keys, prepared, mask):
+    """`attend` from the query's projection `attn.project(params, query)` [B, Aq]."""
+    weights = masked_softmax(attn.score(params, projected_query, prepared), mask)  # [B, S]
     context = jnp.einsum("bs,bsd->bd", weights, keys)  # [B, Dk]
     return context, weights

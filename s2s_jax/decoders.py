@@ -209,7 +209,7 @@ def _decode_scan(opts: DecoderOptions, sizes: InputSizes, embed_params, diff, co
     Returns:
       ((outs [T, B, O], weights [T, B, S] or None), (logits [B, T, V] (zero where not needed),
       next_tokens [T, B] (sampled from step t's logits for step t + 1), h0 [T, B, H] (layer 0's
-      h after every step) or None, queries [T, B, H] (attention's query at every step) or None)).
+      h after every step) or None)).
     """
     table, k_emb, bias = embed_params
     layers = diff["layers"]
@@ -276,8 +276,7 @@ def _decode_scan(opts: DecoderOptions, sizes: InputSizes, embed_params, diff, co
                 xs["need"], sample, skip, jax.lax.stop_gradient(out), xs["token_key"], xs["t"],
                 all_logits)
         h0 = state[0][-1] if defer else None
-        queries = None if opts.attention is None else query
-        return (state, fed_proj, all_logits), ((out, weights), (tokens, h0, queries))
+        return (state, fed_proj, all_logits), ((out, weights), (tokens, h0))
 
     # The [B, T, V] buffer the loop writes its logits into (61 MB at the benchmark's size, zeroed
     # every step): not even allocated when nothing can be sampled.
@@ -286,8 +285,8 @@ def _decode_scan(opts: DecoderOptions, sizes: InputSizes, embed_params, diff, co
     xs = {"t": jnp.arange(steps), "fed": const["fed"], "base": diff["base"], "aux": diff["aux"],
           "need": const["need"], "token_key": const["token_key"],
           "dropout_key": const["dropout_key"], "probes": diff["probes"]}
-    (_, _, all_logits), (outs, (next_tokens, h0, queries)) = jax.lax.scan(step, carry, xs)
-    return outs, (all_logits, next_tokens, h0, queries)
+    (_, _, all_logits), (outs, (next_tokens, h0)) = jax.lax.scan(step, carry, xs)
+    return outs, (all_logits, next_tokens, h0)
 
 
 def _attend(attn, params, query, keys, prepared, mask, probes):
@@ -301,9 +300,9 @@ def _attend(attn, params, query, keys, prepared, mask, probes):
     """
     sg = jax.lax.stop_gradient
     projected = attn.project(sg(params), query) + probes["query"]  # [B, Aq]
-    weights = attention_lib.masked_softmax(attn.score(params, projected, prepared), mask)  # [B, S]
-    context = jnp.einsum("bs,bsd->bd", weights, sg(keys)) + probes["context"]  # [B, Dk]
-    return context, weights
+    context, weights = attention_lib.attend_projected(attn, params, projected, sg(keys), prepared,
+                                                      mask)
+    return context + probes["context"], weights  # [B, Dk], [B, S]
 
 
 def _attention_gradients(attn, params, queries, weights, d_probes, d_params):
@@ -359,13 +358,16 @@ def _make_decode_scan(opts: DecoderOptions, sizes: InputSizes):
             lambda d: _decode_scan(opts, sizes, embed_params, d, const), diff, has_aux=True)
         return (outs, aux), (vjp_fn, embed_params, aux[1], aux[2], diff["state"][0][-1],
                              const["fed"], gold, outs, diff["layers"][0]["input"]["kernel"],
-                             diff["attention"], aux[3])
+                             diff["attention"], diff["state"][-1][-1])
 
     def bwd(res, cts):
         (vjp_fn, embed_params, next_tokens, h0, h0_initial, fed, gold, (outs, weights), kernel,
-         attention_params, queries) = res
+         attention_params, top_initial) = res
         (d_diff,) = vjp_fn(cts[0])  # the loop's own logits and tokens carry no gradient
         if opts.attention is not None:
+            # Step t's query is the top layer's h after step t - 1: the head of its out.
+            tops = outs[..., :outs.shape[-1] - sizes.context]  # [T, B, H]
+            queries = jnp.concatenate([top_initial[None], tops[:-1]])  # [T, B, H]
             d_diff["attention"], d_diff["keys"] = _attention_gradients(
                 opts.attention, attention_params, queries, weights, d_diff["probes"],
                 d_diff["attention"])
@@ -465,7 +467,7 @@ def _unroll_embedding_mode(params, opts, sizes, memory, initial_state, gold_inpu
                                                                     memory, steps)}
     const = {"fed": fed, "need": need, "token_key": token_key, "dropout_key": k_dropout,
              "mask": memory.mask, "out_kernel": sg(out_kernel), "out_bias": sg(out_bias)}
-    (outs, weights), (loop_logits, next_tokens, _, _) = _make_decode_scan(opts, sizes)(
+    (outs, weights), (loop_logits, next_tokens, _) = _make_decode_scan(opts, sizes)(
         embed_params, diff, const, gold)
     use_loop = None if forced else jnp.all(need)
     logits = _output_logits(jnp.swapaxes(outs, 0, 1), out_kernel, out_bias,
