@@ -10,6 +10,10 @@ Commands (from the repository root):
   # the same grid with the attention bridge
   python -m s2s_jax.sweep --config=experiments/schedules.py --workdir=runs/schedules_attention \
       --set=model.bridge=attention
+  # trained to convergence (4000 steps, 8 seeds): teacher forcing against the inverse-sigmoid
+  # schedule at caps 0.1 and 0.25, feeding back a categorical sample or the argmax (40 runs)
+  python -m s2s_jax.sweep --config=experiments/schedules.py:converged --parallel=2 \
+      --workdir=runs/schedules_converged
   # seconds-long smoke sweep
   python -m s2s_jax.sweep --config=experiments/schedules.py:tiny --seeds=1 --workdir=/tmp/sched
 
@@ -35,6 +39,7 @@ _DEFAULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py"
 # schedule -> its k (linear: eps start; exponential: decay base; inverse sigmoid: its k).
 SCHEDULE_PARAMS = {"constant": 60.0, "linear": 1.0, "exponential": 0.998, "inverse_sigmoid": 60.0}
 CAPS = [0.1, 0.25, 0.5]
+CONVERGED_CAPS = [0.1, 0.25]
 
 
 def _default_config(arg: str) -> ml_collections.ConfigDict:
@@ -42,23 +47,35 @@ def _default_config(arg: str) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    if arg not in ("", "tiny"):
-        raise ValueError(f"unknown variant {arg!r} of experiments/schedules.py; use '' or 'tiny'")
-    c = _default_config(arg)
+    if arg not in ("", "tiny", "converged"):
+        raise ValueError(f"unknown variant {arg!r} of experiments/schedules.py; "
+                         "use '', 'tiny' or 'converged'")
+    c = _default_config("tiny" if arg == "tiny" else "")
     c.model.bridge = "dense"
     c.sampling.c = 1e-3  # linear: eps falls by 0.001 a step
-    if not arg:
+    if arg != "tiny":
         c.model.update(emb=32, hidden=64)
         c.train.update(steps=600, eval_every=300, checkpoint_every=300, warmup_steps=50)
 
     c.sweep = ml_collections.ConfigDict()
+    c.sweep.metrics = ["exact_match", "token_accuracy", "free_token_accuracy", "exposure_gap",
+                       "bleu", "loss"]
+    c.sweep.seeds = 3  # default of --seeds: seeds 0..seeds-1
+    if arg == "converged":
+        # After 600 steps every cap is behind teacher forcing; trained until teacher forcing
+        # stops improving, does feedback catch up, and does it matter what is fed back?
+        c.train.update(steps=4000, eval_every=1000, checkpoint_every=1000)
+        fields = ("sampling.schedule", "sampling.k", "sampling.probability", "model.sample_from")
+        points = [("constant", SCHEDULE_PARAMS["constant"], 0.0, "categorical")]
+        points += [("inverse_sigmoid", SCHEDULE_PARAMS["inverse_sigmoid"], cap, sample_from)
+                   for cap in CONVERGED_CAPS for sample_from in ("categorical", "argmax")]
+        c.sweep.axes = [(fields, points)]
+        c.sweep.seeds = 8  # the differences are about one seed-to-seed standard deviation
+        return c
     # A schedule's k only makes sense with that schedule, so (schedule, k, cap) vary together:
     # one axis over a tuple of fields, each value a tuple (s2s_jax/sweep.py). Teacher forcing is
     # one point, not one per schedule.
     points = [("constant", SCHEDULE_PARAMS["constant"], 0.0)]
     points += [(name, k, cap) for name, k in SCHEDULE_PARAMS.items() for cap in CAPS]
     c.sweep.axes = [(("sampling.schedule", "sampling.k", "sampling.probability"), points)]
-    c.sweep.metrics = ["exact_match", "token_accuracy", "free_token_accuracy", "exposure_gap",
-                       "bleu", "loss"]
-    c.sweep.seeds = 3  # default of --seeds: seeds 0..seeds-1
     return c

@@ -9,7 +9,11 @@ from s2s_jax import model, sampling, sweep, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUDIES = ["bridges", "attention", "schedules", "cells"]
-GRID_SIZES = {"bridges": 6, "attention": 4, "schedules": 13, "cells": 4}
+# (study, variant) -> points in its grid
+GRID_SIZES = {**{(name, variant): size for name, size in
+                 [("bridges", 6), ("attention", 4), ("schedules", 13), ("cells", 4)]
+                 for variant in ("", "tiny")},
+              ("schedules", "converged"): 5}
 
 
 def _load(name, variant=""):
@@ -26,16 +30,15 @@ def _structure(config):
             for k, v in config.items()}
 
 
-@pytest.mark.parametrize("variant", ["", "tiny"])
-@pytest.mark.parametrize("name", STUDIES)
+@pytest.mark.parametrize("name,variant", sorted(GRID_SIZES))
 def test_a_study_is_the_default_config_plus_a_sweep(name, variant):
     config = _load(name, variant)
-    expected = _structure(_load("default", variant))
+    expected = _structure(_load("default", "tiny" if variant == "tiny" else ""))
     got = _structure(config)
     assert set(got.pop("sweep")) >= {"axes", "metrics", "seeds"}
     assert got == expected  # run.py, train and the alias flags see the fields they know
     points = sweep.grid(config, sweep.config_axes(config))
-    assert len(points) == GRID_SIZES[name]
+    assert len(points) == GRID_SIZES[name, variant]
     for point in points:  # every point is a model that builds and a schedule that is valid
         c = config.copy_and_resolve_references()
         for field, value in point.settings:
@@ -58,3 +61,18 @@ def test_the_bridges_study_reaches_its_sampling_cap_within_its_steps():
     c = _load("bridges")
     p = sampling.probability_at(c.sampling.schedule, c.train.steps // 2, train.schedule_params(c))
     assert float(p) == pytest.approx(c.sampling.probability)
+
+
+def test_the_converged_schedules_study_compares_feedback_at_each_cap_against_teacher_forcing():
+    c = _load("schedules", "converged")
+    points = sweep.grid(c, sweep.config_axes(c))
+    settings = [dict(p.settings) for p in points]
+    teacher = [s for s in settings if s["sampling.probability"] == 0.0]
+    assert len(teacher) == 1 and teacher[0]["sampling.schedule"] == "constant"
+    fed = {(s["sampling.probability"], s["model.sample_from"]) for s in settings} - {
+        (0.0, teacher[0]["model.sample_from"])}
+    assert fed == {(cap, how) for cap in (0.1, 0.25) for how in ("categorical", "argmax")}
+    assert {p.steps for p in points} == {4000} and c.sweep.seeds == 8
+    # the 600-step study's model: only the length of training differs
+    short = _load("schedules")
+    assert c.model == short.model and c.train.warmup_steps == short.train.warmup_steps
