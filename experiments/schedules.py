@@ -61,6 +61,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.sweep.metrics = ["exact_match", "token_accuracy", "free_token_accuracy", "exposure_gap",
                        "bleu", "loss"]
     c.sweep.seeds = 3  # default of --seeds: seeds 0..seeds-1
+    # results.md compares every point with teacher forcing, seed by seed (s2s_jax/results.py)
+    c.sweep.baseline = [("sampling.probability", 0.0)]
     if arg == "converged":
         # After 600 steps every cap is behind teacher forcing; trained until teacher forcing
         # stops improving, does feedback catch up, and does it matter what is fed back?

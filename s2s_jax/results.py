@@ -6,6 +6,12 @@ run's last step: the row train_and_evaluate writes just before it returns. Only 
 aggregated, so a sweep that is still running (or was stopped) gives tables over the seeds that
 have finished, with their number in the `seeds` column.
 
+With a baseline point (the sweep's --baseline or its config's `sweep.baseline`), results.md also
+compares every other point with it seed by seed. The same seed gives both runs the same data
+order and sampling keys (and the same initial parameters where the model is the same), so the
+per-seed difference leaves out what the two runs of a seed share, and "+0.011 ± 0.013, higher
+in 7 of 8 seeds" tells how consistent a difference is where two overlapping means do not.
+
   python -m s2s_jax.results --workdir=runs/bridges   # rebuild the tables and plots from sweep.json
 
 Nothing here imports JAX: it only reads JSON lines.
@@ -136,8 +142,51 @@ def _cell(mean: float, std: float, metric: str) -> str:
     return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def markdown(results: list, metrics: list, command: str = "", failures: tuple = ()) -> str:
-    """The results table as markdown: mean ± sample std over seeds of each final test metric."""
+class Paired(NamedTuple):
+    """One metric of one point against the baseline, over the seeds both have finished."""
+
+    seeds: int  # seeds finished in both
+    mean: float  # mean of (point - baseline) over those seeds
+    std: float  # its sample standard deviation (NaN for one seed)
+    higher: int  # seeds where the point's value is above the baseline's
+
+
+def paired(result: PointResult, base: PointResult, metric: str) -> Paired:
+    """`result` minus `base`, seed by seed, over their common finished seeds."""
+    mine = {s: f[metric] for s, f in zip(result.seeds, result.finals) if metric in f}
+    theirs = {s: f[metric] for s, f in zip(base.seeds, base.finals) if metric in f}
+    diffs = [mine[s] - theirs[s] for s in sorted(set(mine) & set(theirs))]
+    mean, std = mean_std(diffs)
+    return Paired(len(diffs), mean, std, sum(d > 0 for d in diffs))
+
+
+def _paired_cell(p: Paired, metric: str) -> str:
+    if not p.seeds:
+        return "-"
+    digits = 1 if metric == "bleu" else 3
+    spread = "" if math.isnan(p.std) else f" ± {p.std:.{digits}f}"
+    return f"{p.mean:+.{digits}f}{spread} ({p.higher}/{p.seeds})"
+
+
+def paired_markdown(results: list, metrics: list, baseline: str) -> list:
+    """Lines of the table of every point minus the baseline point, seed by seed."""
+    base = next(r for r in results if r.name == baseline)
+    lines = [f"Paired by seed against `{baseline}`: mean ± sample standard deviation of each "
+             "seed's difference from the baseline run with the same seed, and (in brackets) "
+             "the seeds where it is higher / the seeds both finished.", "",
+             "| variant | " + " | ".join(metrics) + " |",
+             "| --- | " + " | ".join("---:" for _ in metrics) + " |"]
+    for r in results:
+        if r.name != baseline:
+            cells = [_paired_cell(paired(r, base, m), m) for m in metrics]
+            lines.append(f"| {r.name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(results: list, metrics: list, command: str = "", failures: tuple = (),
+             baseline: str = "") -> str:
+    """The results table as markdown: mean ± sample std over seeds of each final test metric,
+    then, given the name of a `baseline` point, every other point's paired differences."""
     lines = []
     if command:
         lines += [f"Command: `{command}`", ""]
@@ -147,6 +196,8 @@ def markdown(results: list, metrics: list, command: str = "", failures: tuple = 
         cells = [_cell(row[f"{m}_mean"], row[f"{m}_std"], m) for m in metrics]
         lines.append(f"| {row['variant']} | {row['seeds']} | " + " | ".join(cells) + " |")
     lines += ["", "Mean ± sample standard deviation over seeds of the final test evaluation."]
+    if baseline:
+        lines += [""] + paired_markdown(results, metrics, baseline)
     if failures:
         lines += ["", "Failed runs:", ""] + [f"- {f}" for f in failures]
     return "\n".join(lines) + "\n"
@@ -199,14 +250,14 @@ def plot_final_metrics(path: str, results: list, metrics: list) -> None:
 
 
 def write_all(sweep_dir: str, results: list, metrics: list, command: str = "",
-              failures: tuple = ()) -> str:
+              failures: tuple = (), baseline: str = "") -> str:
     """Writes results.csv, results.md and the two PNGs into the sweep directory.
 
     Returns:
-      The markdown table (also in results.md).
+      The markdown tables (also in results.md).
     """
     write_csv(os.path.join(sweep_dir, RESULTS_CSV), results, metrics)
-    text = markdown(results, metrics, command, failures)
+    text = markdown(results, metrics, command, failures, baseline)
     with open(os.path.join(sweep_dir, RESULTS_MD), "w") as f:
         f.write(text)
     if any(r.seeds for r in results):
@@ -226,7 +277,8 @@ def main(argv):
     with open(path) as f:
         manifest = json.load(f)
     results = collect(workdir, manifest["points"], manifest["seeds"])
-    print(write_all(workdir, results, manifest["metrics"], manifest["command"]), end="")
+    print(write_all(workdir, results, manifest["metrics"], manifest["command"],
+                    baseline=manifest.get("baseline") or ""), end="")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@
   python -m s2s_jax.sweep --config=experiments/bridges.py:tiny --workdir=/tmp/b \
       --axis=model.bridge=zero,dense --set=train.steps=20      # a smaller grid, shorter runs
   python -m s2s_jax.sweep --config=experiments/bridges.py --vmap --workdir=runs/bridges
+  python -m s2s_jax.sweep --config=experiments/bridges.py --workdir=runs/dense_p \
+      --axis=model.bridge=dense --axis=sampling.probability=0,0.1,0.25 \
+      --baseline=sampling.probability=0            # each cap against teacher forcing, per seed
 
 The grid comes from the config's `sweep` section (see experiments/bridges.py):
   sweep.axes     [(field, values), ...]: `field` is a dotted config field ('model.bridge') and
@@ -13,6 +16,10 @@ The grid comes from the config's `sweep` section (see experiments/bridges.py):
                  field, e.g. (('sampling.schedule', 'sampling.k'), [('linear', 1.0), ...]).
   sweep.metrics  final test metrics to tabulate ('exact_match', 'bleu', ...).
   sweep.seeds    the default of --seeds.
+  sweep.baseline optional [(field, value), ...] naming one grid point by its axis values, e.g.
+                 [('sampling.probability', 0.0)]: results.md then compares every other point
+                 with it seed by seed (s2s_jax/results.py). --baseline=FIELD=VALUE (repeatable)
+                 replaces it, --baseline=none turns it off.
 (A list of pairs rather than a {'model.bridge': [...]} dict: ConfigDict rejects dots in keys.)
 
 Each seed of each point is `python run.py --config=FILE:VARIANT --workdir=W/<point>/seed<k>
@@ -222,6 +229,41 @@ def grid(config, axes: list, fixed: tuple = ()) -> list:
     return points
 
 
+def baseline_name(config, axes: list, points: list, flags_: list) -> str:
+    """The name of the grid point results.md compares the others with ('' for none).
+
+    Raises:
+      SweepError: a malformed pair, a field that is not an axis, or not exactly one match.
+    """
+    if flags_ == ["none"]:
+        return ""
+    pairs = []
+    if flags_:
+        for text in flags_:
+            field, sep, value = text.partition("=")
+            if not sep:
+                raise SweepError(f"--baseline={text!r} must look like FIELD=VALUE (or none)")
+            pairs.append((field, _parse_value(config, field, value)))
+    else:
+        for entry in config.get("sweep", {}).get("baseline", ()):
+            if not isinstance(entry, (tuple, list)) or len(entry) != 2:
+                raise SweepError(f"sweep.baseline entries are (field, value) pairs, got {entry!r}")
+            pairs.append((entry[0], _coerce(config, entry[0], entry[1])))
+    if not pairs:
+        return ""
+    axis_fields = {f for a in axes for f in a.fields}
+    for field, _ in pairs:
+        if field not in axis_fields:
+            raise SweepError(f"baseline field {field!r} is not an axis of the grid; a baseline "
+                             "names one grid point by its axis values")
+    matches = [p.name for p in points if all(dict(p.settings)[f] == v for f, v in pairs)]
+    if len(matches) != 1:
+        named = ",".join(f"{f}={_format_value(v)}" for f, v in pairs)
+        raise SweepError(f"baseline {named} matches {len(matches)} grid points {matches}; give "
+                         "--baseline=FIELD=VALUE flags that name exactly one, or --baseline=none")
+    return matches[0]
+
+
 # --- Jobs -----------------------------------------------------------------------------------
 class Job(NamedTuple):
     point: Point
@@ -405,18 +447,19 @@ def run_jobs(jobs: list, sweep_dir: str, parallel: int = 1, start: Callable = _P
 
 # --- The command ----------------------------------------------------------------------------
 def write_results(sweep_dir: str, points: list, seeds: list, metrics: list, command: str,
-                  failures: tuple = ()) -> str:
+                  failures: tuple = (), baseline: str = "") -> str:
     """results.csv / results.md / PNGs over the finished seeds; returns the markdown."""
     manifest_points = [{"name": p.name, "settings": dict(p.settings), "steps": p.steps}
                        for p in points]
     collected = results.collect(sweep_dir, manifest_points, seeds)
-    return results.write_all(sweep_dir, collected, metrics, command, failures)
+    return results.write_all(sweep_dir, collected, metrics, command, failures, baseline)
 
 
 def sweep(config_spec: str, workdir: str, seeds: int | None = None, parallel: int = 1,
           vmap: bool = False, axis_flags: tuple = (), set_flags: tuple = (), command: str = "",
           start: Callable = _Process, stop: StopRequest | None = None,
-          report: Callable = _say, compilation_cache: bool = True) -> int:
+          report: Callable = _say, compilation_cache: bool = True,
+          baseline_flags: tuple = ()) -> int:
     """Runs (or continues) a sweep and writes its results; returns the exit status (0, or 1
     when a run failed or the sweep was stopped).
 
@@ -427,6 +470,7 @@ def sweep(config_spec: str, workdir: str, seeds: int | None = None, parallel: in
     axes = apply_axis_flags(config, config_axes(config), list(axis_flags))
     fixed = parse_set_flags(config, axes, list(set_flags))
     points = grid(config, axes, fixed)
+    baseline = baseline_name(config, axes, points, list(baseline_flags))
     sweep_section = config.get("sweep", ml_collections.ConfigDict())
     seeds = seeds if seeds is not None else int(sweep_section.get("seeds", 1))
     if seeds < 1 or parallel < 1:
@@ -436,7 +480,7 @@ def sweep(config_spec: str, workdir: str, seeds: int | None = None, parallel: in
     os.makedirs(workdir, exist_ok=True)
     manifest = {"config": config_spec, "command": command, "seeds": seed_list, "metrics": metrics,
                 "points": [{"name": p.name, "settings": dict(p.settings), "steps": p.steps}
-                           for p in points]}
+                           for p in points], "baseline": baseline}
     with open(os.path.join(workdir, results.MANIFEST), "w") as f:
         json.dump(manifest, f, indent=2)
 
@@ -449,7 +493,7 @@ def sweep(config_spec: str, workdir: str, seeds: int | None = None, parallel: in
         outcomes = run_jobs(jobs, workdir, parallel, start, stop, report)
     failures = tuple(f"{o.job.point.name} seed {','.join(map(str, o.job.seeds))}: {o.message}"
                      for o in outcomes if o.status == "failed")
-    text = write_results(workdir, points, seed_list, metrics, command, failures)
+    text = write_results(workdir, points, seed_list, metrics, command, failures, baseline)
     report(text.rstrip())
     if stop.requested or any(o.status == "stopped" for o in outcomes):
         report("stopped: rerun the same command to continue the sweep")
@@ -468,7 +512,8 @@ def main(argv):
     command = shlex.join(["python", "-m", "s2s_jax.sweep", *sys.argv[1:]])
     return sweep(FLAGS.config, FLAGS.workdir, FLAGS.seeds, FLAGS.parallel, FLAGS.vmap,
                  tuple(FLAGS.axis or ()), tuple(FLAGS.set or ()), command,
-                 compilation_cache=FLAGS.compilation_cache)
+                 compilation_cache=FLAGS.compilation_cache,
+                 baseline_flags=tuple(FLAGS.baseline or ()))
 
 
 def _run(argv):
@@ -495,6 +540,9 @@ if __name__ == "__main__":
                               "adds one (repeatable)")
     flags.DEFINE_multi_string("set", None, "FIELD=VALUE for every point, e.g. "
                               "train.steps=100 (repeatable)")
+    flags.DEFINE_multi_string("baseline", None, "FIELD=VALUE naming the grid point that "
+                              "results.md compares every other point with, seed by seed "
+                              "(repeatable; replaces sweep.baseline; 'none': no comparison)")
     flags.DEFINE_bool("compilation_cache", True, "share compiled steps between the runs "
                       "through W/xla_cache (see compilation_cache_env)")
     app.run(_run)

@@ -37,8 +37,10 @@ def test_a_study_is_the_default_config_plus_a_sweep(name, variant):
     got = _structure(config)
     assert set(got.pop("sweep")) >= {"axes", "metrics", "seeds"}
     assert got == expected  # run.py, train and the alias flags see the fields they know
-    points = sweep.grid(config, sweep.config_axes(config))
+    axes = sweep.config_axes(config)
+    points = sweep.grid(config, axes)
     assert len(points) == GRID_SIZES[name, variant]
+    sweep.baseline_name(config, axes, points, [])  # a baseline, if any, names one point
     for point in points:  # every point is a model that builds and a schedule that is valid
         c = config.copy_and_resolve_references()
         for field, value in point.settings:
@@ -73,6 +75,8 @@ def test_the_converged_schedules_study_compares_feedback_at_each_cap_against_tea
         (0.0, teacher[0]["model.sample_from"])}
     assert fed == {(cap, how) for cap in (0.1, 0.25) for how in ("categorical", "argmax")}
     assert {p.steps for p in points} == {4000} and c.sweep.seeds == 8
+    baseline = sweep.baseline_name(c, sweep.config_axes(c), points, [])
+    assert dict(next(p for p in points if p.name == baseline).settings) == teacher[0]
     # the 600-step study's model: only the length of training differs
     short = _load("schedules")
     assert c.model == short.model and c.train.warmup_steps == short.train.warmup_steps

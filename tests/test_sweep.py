@@ -231,6 +231,87 @@ def test_results_csv_aggregates_exactly_the_final_test_rows(tmp_path):
     assert (tmp_path / results.FINAL_PNG).stat().st_size > 0
 
 
+def _point(name, seeds, exact_match):
+    finals = [{"exact_match": v, "loss": 1.0 - v} for v in exact_match]
+    return results.PointResult(name, {}, list(seeds), finals, np.zeros(0), np.zeros((0, 0)))
+
+
+def test_points_are_compared_with_the_baseline_seed_by_seed_over_their_common_seeds():
+    base = _point("p=0", [0, 1, 2, 3], [0.50, 0.60, 0.70, 0.80])
+    other = _point("p=0.1", [0, 1, 3, 4], [0.52, 0.59, 0.84, 0.99])  # seed 2 unfinished here
+    got = results.paired(other, base, "exact_match")
+    diffs = [0.52 - 0.50, 0.59 - 0.60, 0.84 - 0.80]  # seeds 0, 1, 3: the ones both finished
+    assert got.seeds == 3 and got.higher == 2
+    assert got.mean == pytest.approx(np.mean(diffs))
+    assert got.std == pytest.approx(np.std(diffs, ddof=1))
+    # Paired, the spread is that of the differences, far below either point's own.
+    assert got.std < 0.5 * min(np.std([0.5, 0.6, 0.8], ddof=1), np.std([0.52, 0.59, 0.84], ddof=1))
+    md = results.markdown([base, other], ["exact_match", "loss"], baseline="p=0")
+    rows = [line for line in md.splitlines() if line.startswith("| p=0")]
+    assert rows[-1] == (f"| p=0.1 | {np.mean(diffs):+.3f} ± {np.std(diffs, ddof=1):.3f} (2/3) | "
+                        f"{-np.mean(diffs):+.3f} ± {np.std(diffs, ddof=1):.3f} (1/3) |")
+    assert "Paired by seed against `p=0`" in md
+    assert "Paired" not in results.markdown([base, other], ["exact_match"])  # no baseline
+    lone = results.paired(_point("one", [1], [0.7]), base, "exact_match")
+    assert (lone.seeds, lone.higher) == (1, 1) and math.isnan(lone.std)
+    assert results._paired_cell(lone, "exact_match") == "+0.100 (1/1)"
+
+
+def _grid_with_baseline(baseline):
+    c = _config()
+    c.sweep = ml_collections.ConfigDict()
+    c.sweep.axes = [("model.layers", [1, 2]), ("sampling.probability", [0.0, 0.25])]
+    c.sweep.baseline = baseline
+    axes = sweep.config_axes(c)
+    return c, axes, sweep.grid(c, axes)
+
+
+def test_the_baseline_names_one_grid_point_from_the_config_or_the_flags():
+    c, axes, points = _grid_with_baseline([("sampling.probability", 0), ("model.layers", 1)])
+    assert sweep.baseline_name(c, axes, points, []) == "layers=1,probability=0.0"
+    flags_ = ["model.layers=2", "sampling.probability=0"]  # the flags replace the config's
+    assert sweep.baseline_name(c, axes, points, flags_) == "layers=2,probability=0.0"
+    assert sweep.baseline_name(c, axes, points, ["none"]) == ""
+    c, axes, points = _grid_with_baseline([])
+    assert sweep.baseline_name(c, axes, points, []) == ""
+
+
+@pytest.mark.parametrize("baseline,flags_,message", [
+    ([("sampling.probability", 0.0)], [], "matches 2 grid points"),
+    ([("sampling.probability", 0.5)], [], "matches 0 grid points"),
+    ([], ["model.layers=3"], "matches 0 grid points"),
+    ([("model.bridge", "dense")], [], "'model.bridge' is not an axis of the grid"),
+    ([("sampling.probability",)], [], "sweep.baseline entries are (field, value) pairs"),
+    ([], ["model.layers"], "must look like FIELD=VALUE"),
+    ([], ["model.layers=two"], "'two' is not a int"),
+])
+def test_a_baseline_that_does_not_name_exactly_one_point_is_rejected(baseline, flags_, message):
+    c, axes, points = _grid_with_baseline(baseline)
+    with pytest.raises(sweep.SweepError) as err:
+        sweep.baseline_name(c, axes, points, flags_)
+    assert message in str(err.value)
+
+
+def test_a_sweep_with_a_baseline_records_it_and_tabulates_the_paired_differences(tmp_path):
+    runs = FakeRuns(str(tmp_path))
+    assert sweep.sweep(BRIDGES_TINY, str(tmp_path), seeds=2, start=runs,
+                       report=lambda line: None, baseline_flags=("model.bridge=zero",),
+                       **SWEEP) == 0
+    with open(tmp_path / results.MANIFEST) as f:
+        assert json.load(f)["baseline"] == "bridge=zero"
+    md = (tmp_path / "results.md").read_text()
+    assert "Paired by seed against `bridge=zero`" in md
+    # The fake runs score every point alike, seed by seed: every difference is zero.
+    assert "| bridge=dense | +0.000 ± 0.000 (0/2) |" in md
+    assert "| bridge=copy | +0.000 ± 0.000 (0/2) |" in md
+    # Rebuilding the tables from the manifest keeps the comparison.
+    os.remove(tmp_path / "results.md")
+    proc = subprocess.run([sys.executable, "-m", "s2s_jax.results", f"--workdir={tmp_path}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "results.md").read_text() == md
+
+
 def test_mean_std_of_one_seed_has_no_std():
     assert results.mean_std([0.5])[0] == 0.5 and math.isnan(results.mean_std([0.5])[1])
     assert all(math.isnan(v) for v in results.mean_std([]))
@@ -322,6 +403,8 @@ def test_the_seeds_of_a_point_share_compiled_steps_through_the_sweep_cache(tmp_p
     ([f"--config={BRIDGES_TINY}", "--axis=model.bridge="], "error: the grid is empty"),
     (["--config=experiments/nope.py"], "error: config file"),
     ([f"--config={BRIDGES_TINY[:-5]}:huge"], "error: unknown variant 'huge'"),
+    ([f"--config={BRIDGES_TINY}", "--baseline=model.bridge=nope"],
+     "error: baseline model.bridge=nope matches 0 grid points"),
 ])
 def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, flags, message):
     code, out, err = _sweep(*flags, f"--workdir={tmp_path}", timeout=120)
