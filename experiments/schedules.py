@@ -14,6 +14,10 @@ Commands (from the repository root):
   # schedule at caps 0.1 and 0.25, feeding back a categorical sample or the argmax (40 runs)
   python -m s2s_jax.sweep --config=experiments/schedules.py:converged --parallel=2 \
       --workdir=runs/schedules_converged
+  # the same with ScheduledOutputTrainingHelper's feedback (the previous step's softmax times
+  # the embedding), without and with the gradient through it
+  python -m s2s_jax.sweep --config=experiments/schedules.py:converged_output --parallel=2 \
+      --workdir=runs/schedules_converged_output
   # seconds-long smoke sweep
   python -m s2s_jax.sweep --config=experiments/schedules.py:tiny --seeds=1 --workdir=/tmp/sched
 
@@ -63,9 +67,9 @@ def _default_config(arg: str) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    if arg not in ("", "tiny", "converged"):
+    if arg not in ("", "tiny", "converged", "converged_output"):
         raise ValueError(f"unknown variant {arg!r} of experiments/schedules.py; "
-                         "use '', 'tiny' or 'converged'")
+                         "use '', 'tiny', 'converged' or 'converged_output'")
     c = _default_config("tiny" if arg == "tiny" else "")
     c.model.bridge = "dense"
     c.sampling.c = 1e-3  # linear: eps falls by 0.001 a step
@@ -79,14 +83,19 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.sweep.seeds = 3  # default of --seeds: seeds 0..seeds-1
     # results.md compares every point with teacher forcing, seed by seed (s2s_jax/results.py)
     c.sweep.baseline = [("sampling.probability", 0.0)]
-    if arg == "converged":
+    if arg.startswith("converged"):
         # After 600 steps every cap is behind teacher forcing; trained until teacher forcing
         # stops improving, does feedback catch up, and does it matter what is fed back?
         c.train.update(steps=4000, eval_every=1000, checkpoint_every=1000)
-        fields = ("sampling.schedule", "sampling.k", "sampling.probability", "model.sample_from")
-        points = [("constant", SCHEDULE_PARAMS["constant"], 0.0, "categorical")]
-        points += [("inverse_sigmoid", SCHEDULE_PARAMS["inverse_sigmoid"], cap, sample_from)
-                   for cap in CONVERGED_CAPS for sample_from in ("categorical", "argmax")]
+        if arg == "converged":  # ScheduledEmbeddingTrainingHelper: a token, drawn or argmax
+            feedback, values = "model.sample_from", ("categorical", "argmax")
+        else:  # ScheduledOutputTrainingHelper: the soft token softmax(logits) @ embedding
+            c.model.sampling_mode = "output"
+            feedback, values = "model.output_gradient", (False, True)
+        fields = ("sampling.schedule", "sampling.k", "sampling.probability", feedback)
+        points = [("constant", SCHEDULE_PARAMS["constant"], 0.0, values[0])]
+        points += [("inverse_sigmoid", SCHEDULE_PARAMS["inverse_sigmoid"], cap, value)
+                   for cap in CONVERGED_CAPS for value in values]
         c.sweep.axes = [(fields, points)]
         c.sweep.seeds = 8  # the differences are about one seed-to-seed standard deviation
         return c

@@ -13,7 +13,7 @@ STUDIES = ["bridges", "attention", "schedules", "cells"]
 GRID_SIZES = {**{(name, variant): size for name, size in
                  [("bridges", 6), ("attention", 4), ("schedules", 13), ("cells", 4)]
                  for variant in ("", "tiny")},
-              ("schedules", "converged"): 5}
+              ("schedules", "converged"): 5, ("schedules", "converged_output"): 5}
 
 
 def _load(name, variant=""):
@@ -65,18 +65,24 @@ def test_the_bridges_study_reaches_its_sampling_cap_within_its_steps():
     assert float(p) == pytest.approx(c.sampling.probability)
 
 
-def test_the_converged_schedules_study_compares_feedback_at_each_cap_against_teacher_forcing():
-    c = _load("schedules", "converged")
+@pytest.mark.parametrize("variant,mode,feedback,values", [
+    ("converged", "embedding", "model.sample_from", ("categorical", "argmax")),
+    ("converged_output", "output", "model.output_gradient", (False, True)),
+])
+def test_the_converged_schedules_studies_compare_feedback_at_each_cap_with_teacher_forcing(
+        variant, mode, feedback, values):
+    c = _load("schedules", variant)
+    assert c.model.sampling_mode == mode
     points = sweep.grid(c, sweep.config_axes(c))
     settings = [dict(p.settings) for p in points]
     teacher = [s for s in settings if s["sampling.probability"] == 0.0]
     assert len(teacher) == 1 and teacher[0]["sampling.schedule"] == "constant"
-    fed = {(s["sampling.probability"], s["model.sample_from"]) for s in settings} - {
-        (0.0, teacher[0]["model.sample_from"])}
-    assert fed == {(cap, how) for cap in (0.1, 0.25) for how in ("categorical", "argmax")}
+    fed = {(s["sampling.probability"], s[feedback]) for s in settings if s is not teacher[0]}
+    assert fed == {(cap, value) for cap in (0.1, 0.25) for value in values}
     assert {p.steps for p in points} == {4000} and c.sweep.seeds == 8
     baseline = sweep.baseline_name(c, sweep.config_axes(c), points, [])
     assert dict(next(p for p in points if p.name == baseline).settings) == teacher[0]
-    # the 600-step study's model: only the length of training differs
+    # the 600-step study's model but for the feedback: only the length of training differs
     short = _load("schedules")
-    assert c.model == short.model and c.train.warmup_steps == short.train.warmup_steps
+    assert c.model.to_dict() == {**short.model.to_dict(), "sampling_mode": mode}
+    assert c.train.warmup_steps == short.train.warmup_steps
