@@ -22,7 +22,7 @@ Setting: the embedded `reverse` task (lengths 3-12, 20 symbols) with a smaller m
 default experiment (bidirectional LSTM, 64 units per direction, decoder 128 units; `concat` gets a
 256-unit decoder, see model.ModelConfig.dec_hidden) and 1500 steps (~5 epochs), so the 18 runs
 take about 5 minutes on a 2-core CPU with --parallel=2. The inverse-sigmoid schedule (k = 60)
-reaches its cap p = 0.25 by step ~280, so most of training feeds back the model's own tokens a
+reaches its cap p = 0.25 at step 180, so most of training feeds back the model's own tokens a
 quarter of the time.
 
 Outcome (measured, 3 seeds a point, 2026-11-29; experiments/results/bridges.md; the README has
@@ -60,7 +60,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c = _default_config(arg)  # the default experiment's fields; `tiny` has its tiny sizes
     if not arg:
         c.model.update(emb=32, hidden=64)  # decoder_hidden=0: 128 (256 for concat)
-        c.sampling.k = 60.0  # inverse sigmoid reaches the 0.25 cap by step ~280 of 1500
+        c.sampling.k = 60.0  # inverse sigmoid reaches the 0.25 cap at step 180 of 1500
         c.train.update(steps=1500, eval_every=500, checkpoint_every=500, warmup_steps=50)
 
     c.sweep = ml_collections.ConfigDict()
