@@ -13,6 +13,9 @@ Commands (from the repository root):
       --set=model.sample_from=argmax --workdir=runs/bridges_argmax
   python -m s2s_jax.sweep --config=experiments/bridges.py --parallel=2 \
       --set=sampling.probability=0 --workdir=runs/bridges_teacher_forcing
+  # teacher forcing trained to convergence
+  python -m s2s_jax.sweep --config=experiments/bridges.py --parallel=2 \
+      --set=sampling.probability=0 --set=train.steps=4000 --workdir=runs/bridges_tf_4000
   # one point of the grid by hand
   python run.py --config=experiments/bridges.py --bridge=dense --workdir=runs/bridges_dense
   # seconds-long smoke sweep
@@ -38,7 +41,11 @@ result: at this length of training, scheduled sampling costs every fixed-state b
 match. Against
 teacher forcing, sampled feedback loses 0.10-0.22 (dense the most) and argmax feedback
 0.03-0.13, and neither narrows the exposure gap: 0.03-0.12 with feedback against 0.03-0.06
-without. experiments/schedules.py follows this up.
+without. experiments/schedules.py follows this up. Trained to convergence with teacher forcing
+(4000 steps, 11.5 minutes) the fixed-state bridges close most of the distance to attention and
+the order mostly holds, but concat's lead over copy is a lead in speed only: copy 0.963 +- 0.006
+and concat 0.963 +- 0.009, then concat_inputs 0.919 +- 0.003 and dense 0.906 +- 0.014, with
+exposure gaps of 0.005-0.018.
 """
 import os
 
