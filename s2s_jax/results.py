@@ -135,10 +135,14 @@ def write_csv(path: str, results: list, metrics: list) -> None:
         writer.writerows(rows)
 
 
+def _digits(metric: str) -> int:
+    return 1 if metric == "bleu" else 3  # BLEU is on a 0-100 scale, the others 0-1 (or nats)
+
+
 def _cell(mean: float, std: float, metric: str) -> str:
     if math.isnan(mean):
         return "-"
-    digits = 1 if metric == "bleu" else 3
+    digits = _digits(metric)
     return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
@@ -163,7 +167,7 @@ def paired(result: PointResult, base: PointResult, metric: str) -> Paired:
 def _paired_cell(p: Paired, metric: str) -> str:
     if not p.seeds:
         return "-"
-    digits = 1 if metric == "bleu" else 3
+    digits = _digits(metric)
     spread = "" if math.isnan(p.std) else f" ± {p.std:.{digits}f}"
     return f"{p.mean:+.{digits}f}{spread} ({p.higher}/{p.seeds})"
 

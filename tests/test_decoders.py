@@ -158,14 +158,9 @@ def test_a_jitted_loss_compiles_once_across_sampling_probabilities():
     assert len(set(values)) > 1  # the probability really reaches the computation
 
 
-@pytest.mark.parametrize("kw,p", [(dict(bridge="attention"), 0.5),
-                                  (dict(bridge="attention", cell="gru"), 0.0),
-                                  (dict(bridge="attention", attention_type="general"), 0.5),
-                                  (dict(bridge="concat_inputs", cell="gru"), 0.5),
-                                  (dict(bridge="dense", sample_from="argmax"), 0.0)])
-def test_gradients_equal_those_of_the_python_loop_reference(kw, p):
-    """The scan's custom gradients (input projections and output layer after the loop) are the
-    gradients of the straightforward loop, fed-back tokens included."""
+def _gradients_and_reference(p, **kw):
+    """The loss gradients of the scan's model and of the Python-loop reference (same params,
+    batch and key), at sampling probability p."""
     m, params = _model(**kw)
     batch = make_batch()
     rng = jax.random.PRNGKey(7)
@@ -175,6 +170,18 @@ def test_gradients_equal_those_of_the_python_loop_reference(kw, p):
 
     grads = jax.grad(lambda q: loss(m.apply(q, batch, rng, p, train=False).logits))(params)
     want = jax.grad(lambda q: loss(reference.decode(m, q, batch, rng, p)[0]))(params)
+    return grads, want
+
+
+@pytest.mark.parametrize("kw,p", [(dict(bridge="attention"), 0.5),
+                                  (dict(bridge="attention", cell="gru"), 0.0),
+                                  (dict(bridge="attention", attention_type="general"), 0.5),
+                                  (dict(bridge="concat_inputs", cell="gru"), 0.5),
+                                  (dict(bridge="dense", sample_from="argmax"), 0.0)])
+def test_gradients_equal_those_of_the_python_loop_reference(kw, p):
+    """The scan's custom gradients (input projections and output layer after the loop) are the
+    gradients of the straightforward loop, fed-back tokens included."""
+    grads, want = _gradients_and_reference(p, **kw)
     for got, ref in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(want)):
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6)
 
@@ -219,15 +226,7 @@ def test_attention_gradients_match_the_reference_at_their_own_scale(p):
     """The gradients computed after the loop (query projection; keys, which reach the encoder)
     are small at this size (the query kernel's about 1e-6), so each is compared relative to its
     own largest entry."""
-    m, params = _model()
-    batch = make_batch()
-    rng = jax.random.PRNGKey(7)
-
-    def loss(logits):
-        return losses.cross_entropy(logits, batch["targets"], batch["targets_len"])
-
-    grads = jax.grad(lambda q: loss(m.apply(q, batch, rng, p, train=False).logits))(params)
-    want = jax.grad(lambda q: loss(reference.decode(m, q, batch, rng, p)[0]))(params)
+    grads, want = _gradients_and_reference(p)
     for got, ref in zip(jax.tree_util.tree_leaves(grads["decoder"]["attention"]),
                         jax.tree_util.tree_leaves(want["decoder"]["attention"])):
         _close_at_scale(got, ref)
