@@ -60,7 +60,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.train.update(steps=600, eval_every=300, checkpoint_every=300, warmup_steps=50)
 
     c.sweep = ml_collections.ConfigDict()
-    # (dotted config field, values) pairs; the grid is their product (s2s_jax/sweep.py).
+    # (dotted config field, values) pairs; the grid is their product (s2s_jax/grid.py).
     c.sweep.axes = [("model.attention_type", ATTENTION_TYPES)]
     c.sweep.metrics = ["exact_match", "token_accuracy", "bleu", "loss", "exposure_gap"]
     c.sweep.seeds = 3  # default of --seeds: seeds 0..seeds-1

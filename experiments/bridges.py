@@ -71,7 +71,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.train.update(steps=1500, eval_every=500, checkpoint_every=500, warmup_steps=50)
 
     c.sweep = ml_collections.ConfigDict()
-    # (dotted config field, values) pairs; the grid is their product (s2s_jax/sweep.py).
+    # (dotted config field, values) pairs; the grid is their product (s2s_jax/grid.py).
     c.sweep.axes = [("model.bridge", BRIDGES)]
     c.sweep.metrics = ["exact_match", "token_accuracy", "bleu", "loss", "exposure_gap"]
     c.sweep.seeds = 3  # default of --seeds: seeds 0..seeds-1

@@ -107,7 +107,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.sweep.seeds = 8  # the differences are about one seed-to-seed standard deviation
         return c
     # A schedule's k only makes sense with that schedule, so (schedule, k, cap) vary together:
-    # one axis over a tuple of fields, each value a tuple (s2s_jax/sweep.py). Teacher forcing is
+    # one axis over a tuple of fields, each value a tuple (s2s_jax/grid.py). Teacher forcing is
     # one point, not one per schedule.
     points = [("constant", SCHEDULE_PARAMS["constant"], 0.0)]
     points += [(name, k, cap) for name, k in SCHEDULE_PARAMS.items() for cap in CAPS]

@@ -39,8 +39,6 @@ sweep exits 1 if any run failed or it was stopped. At the end (and after every s
 W/results.csv, W/results.md and PNG plots over the seeds that finished (s2s_jax/results.py).
 Bad input (an unknown config or field, an empty grid) is one line on stderr and exit status 2.
 """
-import difflib
-import itertools
 import json
 import os
 import shlex
@@ -52,7 +50,7 @@ from typing import Callable, NamedTuple
 
 import ml_collections
 
-from s2s_jax import config_files, results
+from s2s_jax import grid, results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where run.py lives
 DEFAULT_METRICS = ["exact_match", "token_accuracy", "bleu", "loss"]
@@ -63,210 +61,9 @@ class SweepError(ValueError):
     """Bad sweep input: the message is the one line the command prints."""
 
 
-# --- The grid -------------------------------------------------------------------------------
-class Axis(NamedTuple):
-    fields: tuple  # dotted config fields that vary together
-    values: tuple  # one tuple per setting, one entry per field
-
-
-class Point(NamedTuple):
-    name: str  # directory name, e.g. 'bridge=dense' or 'cell=gru,layers=2'
-    settings: tuple  # ((field, value), ...) of the axes
-    steps: int  # the runs' last step (train.steps with every override applied)
-
-
-def load_config(spec: str):
-    """Loads `FILE[:VARIANT]` the way run.py's --config does.
-
-    Returns:
-      (absolute file path, variant, ConfigDict).
-    """
-    path, _, variant = spec.partition(":")
-    path = os.path.abspath(path)
-    try:
-        return path, variant, config_files.load_config_file(path, variant)
-    except FileNotFoundError as err:
-        raise SweepError(str(err)) from None
-
-
-def _node(config, field: str):
-    """The ConfigDict holding `field` and the leaf name; SweepError for an unknown field."""
-    node, parts = config, field.split(".")
-    for i, part in enumerate(parts):
-        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-            known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-            close = difflib.get_close_matches(part, known, n=1)
-            hint = f" (did you mean {'.'.join(parts[:i] + close)}?)" if close else ""
-            raise SweepError(f"unknown config field {field!r}{hint}")
-        if i < len(parts) - 1:
-            node = node[part]
-    if isinstance(node[parts[-1]], ml_collections.ConfigDict):
-        raise SweepError(f"config field {field!r} is a section, not a value")
-    return node, parts[-1]
-
-
-def _coerce(config, field: str, value):
-    """`value` as the type of config field `field`; SweepError when it does not fit.
-
-    Checked here, before any run starts, because ml_collections would only reject it inside
-    every run (and a bool would silently pass as an int).
-    """
-    node, leaf = _node(config, field)
-    current = node[leaf]
-    kind = type(current)
-    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-        return value
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    raise SweepError(f"{field} = {value!r} is a {type(value).__name__}; the field holds a "
-                     f"{kind.__name__} (like {current!r})")
-
-
-def _parse_value(config, field: str, text: str):
-    """A command-line string as the type of `field` (for --axis and --set)."""
-    node, leaf = _node(config, field)
-    kind = type(node[leaf])
-    try:
-        if kind is bool:
-            if text.lower() not in ("true", "false", "1", "0"):
-                raise ValueError(text)
-            return text.lower() in ("true", "1")
-        return kind(text)
-    except ValueError:
-        raise SweepError(f"{field}={text!r} is not a {kind.__name__}") from None
-
-
-def config_axes(config) -> list:
-    """The config's `sweep.axes` as validated Axis tuples (values coerced to the field types)."""
-    if "sweep" not in config or "axes" not in config.sweep:
-        return []
-    axes = []
-    for entry in config.sweep.axes:
-        if not isinstance(entry, (tuple, list)) or len(entry) != 2:
-            raise SweepError(f"sweep.axes entries are (field, values) pairs, got {entry!r}")
-        fields, values = entry
-        coupled = not isinstance(fields, str)
-        fields = tuple(fields) if coupled else (fields,)
-        settings = []
-        for value in values:
-            value = tuple(value) if coupled else (value,)
-            if len(value) != len(fields):
-                raise SweepError(f"axis {fields}: value {value!r} needs one entry per field")
-            settings.append(tuple(_coerce(config, f, v) for f, v in zip(fields, value)))
-        axes.append(Axis(fields, tuple(settings)))
-    return axes
-
-
-def apply_axis_flags(config, axes: list, flags_: list) -> list:
-    """Applies --axis=FIELD=V1,V2,...: replaces that field's axis, or adds a new one."""
-    axes = list(axes)
-    for text in flags_:
-        field, sep, values = text.partition("=")
-        if not sep:
-            raise SweepError(f"--axis={text!r} must look like FIELD=VALUE1,VALUE2")
-        settings = tuple((_parse_value(config, field, v),) for v in values.split(",") if v)
-        axis = Axis((field,), settings)
-        same = [i for i, a in enumerate(axes) if a.fields == (field,)]
-        if same:
-            axes[same[0]] = axis
-        elif any(field in a.fields for a in axes):
-            raise SweepError(f"--axis={field}: the field is part of a coupled axis of the config; "
-                             f"edit the config's sweep.axes instead")
-        else:
-            axes.append(axis)
-    return axes
-
-
-def parse_set_flags(config, axes: list, flags_: list) -> tuple:
-    """--set=FIELD=VALUE flags as ((field, value), ...) applied to every point."""
-    fixed = []
-    for text in flags_:
-        field, sep, value = text.partition("=")
-        if not sep:
-            raise SweepError(f"--set={text!r} must look like FIELD=VALUE")
-        if any(field in a.fields for a in axes):
-            raise SweepError(f"--set={field}: the field is an axis of the grid; use --axis")
-        fixed.append((field, _parse_value(config, field, value)))
-    return tuple(fixed)
-
-
-def _short_names(fields: list) -> dict:
-    """Field -> its last component, or the whole dotted name where the last is ambiguous."""
-    last = [f.rsplit(".", 1)[-1] for f in fields]
-    return {f: (s if last.count(s) == 1 else f) for f, s in zip(fields, last)}
-
-
-def _format_value(value) -> str:
-    """A value as ml_collections' --config.FIELD=VALUE parses it back."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return repr(value) if isinstance(value, float) else str(value)
-
-
-def grid(config, axes: list, fixed: tuple = ()) -> list:
-    """Every point of the product of `axes`, in order (the first axis varies slowest).
-
-    Raises:
-      SweepError: no axes, an axis without values, or two points with the same name.
-    """
-    if not axes or any(not a.values for a in axes):
-        raise SweepError("the grid is empty: give sweep.axes in the config or --axis=FIELD=V1,V2")
-    fields = [f for a in axes for f in a.fields]
-    short = _short_names(fields)
-    points = []
-    for combo in itertools.product(*(a.values for a in axes)):
-        settings = tuple(zip(fields, (v for setting in combo for v in setting)))
-        name = ",".join(f"{short[f]}={_format_value(v)}" for f, v in settings).replace("/", "_")
-        point_config = config.copy_and_resolve_references()
-        for field, value in fixed + settings:
-            node, leaf = _node(point_config, field)
-            node[leaf] = value
-        points.append(Point(name, settings, int(point_config.train.steps)))
-    names = [p.name for p in points]
-    if len(set(names)) != len(names):
-        twice = sorted({n for n in names if names.count(n) > 1})
-        raise SweepError(f"grid points share a name: {twice}")
-    return points
-
-
-def baseline_name(config, axes: list, points: list, flags_: list) -> str:
-    """The name of the grid point results.md compares the others with ('' for none).
-
-    Raises:
-      SweepError: a malformed pair, a field that is not an axis, or not exactly one match.
-    """
-    if flags_ == ["none"]:
-        return ""
-    pairs = []
-    if flags_:
-        for text in flags_:
-            field, sep, value = text.partition("=")
-            if not sep:
-                raise SweepError(f"--baseline={text!r} must look like FIELD=VALUE (or none)")
-            pairs.append((field, _parse_value(config, field, value)))
-    else:
-        for entry in config.get("sweep", {}).get("baseline", ()):
-            if not isinstance(entry, (tuple, list)) or len(entry) != 2:
-                raise SweepError(f"sweep.baseline entries are (field, value) pairs, got {entry!r}")
-            pairs.append((entry[0], _coerce(config, entry[0], entry[1])))
-    if not pairs:
-        return ""
-    axis_fields = {f for a in axes for f in a.fields}
-    for field, _ in pairs:
-        if field not in axis_fields:
-            raise SweepError(f"baseline field {field!r} is not an axis of the grid; a baseline "
-                             "names one grid point by its axis values")
-    matches = [p.name for p in points if all(dict(p.settings)[f] == v for f, v in pairs)]
-    if len(matches) != 1:
-        named = ",".join(f"{f}={_format_value(v)}" for f, v in pairs)
-        raise SweepError(f"baseline {named} matches {len(matches)} grid points {matches}; give "
-                         "--baseline=FIELD=VALUE flags that name exactly one, or --baseline=none")
-    return matches[0]
-
-
 # --- Jobs -----------------------------------------------------------------------------------
 class Job(NamedTuple):
-    point: Point
+    point: grid.Point
     seeds: tuple  # seeds this process trains (one, or several with --vmap)
     command: tuple  # argv
     log: str  # file that receives the process's stdout and stderr
@@ -277,8 +74,8 @@ def _config_flag(path: str, variant: str) -> str:
     return f"--config={path}:{variant}" if variant else f"--config={path}"
 
 
-def _override_flags(fixed: tuple, point: Point) -> list:
-    return [f"--config.{f}={_format_value(v)}" for f, v in fixed + point.settings]
+def _override_flags(fixed: tuple, point: grid.Point) -> list:
+    return [f"--config.{f}={grid.format_value(v)}" for f, v in fixed + point.settings]
 
 
 def compilation_cache_env(sweep_dir: str) -> tuple:
@@ -326,7 +123,7 @@ def make_jobs(sweep_dir: str, path: str, variant: str, points: list, seeds: list
     return jobs
 
 
-def is_finished(sweep_dir: str, point: Point, seed: int) -> bool:
+def is_finished(sweep_dir: str, point: grid.Point, seed: int) -> bool:
     rows = results.read_rows(results.seed_dir(sweep_dir, point.name, seed))
     return results.final_test_row(rows, point.steps) is not None
 
@@ -464,13 +261,13 @@ def sweep(config_spec: str, workdir: str, seeds: int | None = None, parallel: in
     when a run failed or the sweep was stopped).
 
     Raises:
-      SweepError: bad input, before anything runs.
+      grid.GridError, SweepError: bad input, before anything runs.
     """
-    path, variant, config = load_config(config_spec)
-    axes = apply_axis_flags(config, config_axes(config), list(axis_flags))
-    fixed = parse_set_flags(config, axes, list(set_flags))
-    points = grid(config, axes, fixed)
-    baseline = baseline_name(config, axes, points, list(baseline_flags))
+    path, variant, config = grid.load_config(config_spec)
+    axes = grid.apply_axis_flags(config, grid.config_axes(config), list(axis_flags))
+    fixed = grid.parse_set_flags(config, axes, list(set_flags))
+    points = grid.points(config, axes, fixed)
+    baseline = grid.baseline_name(config, axes, points, list(baseline_flags))
     sweep_section = config.get("sweep", ml_collections.ConfigDict())
     seeds = seeds if seeds is not None else int(sweep_section.get("seeds", 1))
     if seeds < 1 or parallel < 1:

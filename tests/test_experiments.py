@@ -5,7 +5,7 @@ import os
 import ml_collections
 import pytest
 
-from s2s_jax import model, sampling, sweep, train
+from s2s_jax import grid, model, sampling, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUDIES = ["bridges", "attention", "schedules", "cells"]
@@ -37,10 +37,10 @@ def test_a_study_is_the_default_config_plus_a_sweep(name, variant):
     got = _structure(config)
     assert set(got.pop("sweep")) >= {"axes", "metrics", "seeds"}
     assert got == expected  # run.py, train and the alias flags see the fields they know
-    axes = sweep.config_axes(config)
-    points = sweep.grid(config, axes)
+    axes = grid.config_axes(config)
+    points = grid.points(config, axes)
     assert len(points) == GRID_SIZES[name, variant]
-    sweep.baseline_name(config, axes, points, [])  # a baseline, if any, names one point
+    grid.baseline_name(config, axes, points, [])  # a baseline, if any, names one point
     for point in points:  # every point is a model that builds and a schedule that is valid
         c = config.copy_and_resolve_references()
         for field, value in point.settings:
@@ -73,14 +73,14 @@ def test_the_converged_schedules_studies_compare_feedback_at_each_cap_with_teach
         variant, mode, feedback, values):
     c = _load("schedules", variant)
     assert c.model.sampling_mode == mode
-    points = sweep.grid(c, sweep.config_axes(c))
+    points = grid.points(c, grid.config_axes(c))
     settings = [dict(p.settings) for p in points]
     teacher = [s for s in settings if s["sampling.probability"] == 0.0]
     assert len(teacher) == 1 and teacher[0]["sampling.schedule"] == "constant"
     fed = {(s["sampling.probability"], s[feedback]) for s in settings if s is not teacher[0]}
     assert fed == {(cap, value) for cap in (0.1, 0.25) for value in values}
     assert {p.steps for p in points} == {4000} and c.sweep.seeds == 8
-    baseline = sweep.baseline_name(c, sweep.config_axes(c), points, [])
+    baseline = grid.baseline_name(c, grid.config_axes(c), points, [])
     assert dict(next(p for p in points if p.name == baseline).settings) == teacher[0]
     # the 600-step study's model but for the feedback: only the length of training differs
     short = _load("schedules")

@@ -1,4 +1,4 @@
-"""The sweep: grid construction, restart after a stop, failures, aggregation, and the command.
+"""The sweep: its jobs, restart after a stop, failures, aggregation, and the command.
 
 Most tests drive s2s_jax.sweep in-process with a fake `start` that writes metrics.jsonl rows
 instead of training; one test runs the real command (tiny runs through run.py and through the
@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from s2s_jax import results, sweep
+from s2s_jax import grid, results, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BRIDGES_TINY = os.path.join(ROOT, "experiments", "bridges.py") + ":tiny"
@@ -29,62 +29,22 @@ def _config():
     return c
 
 
-# --- Grid -----------------------------------------------------------------------------------
-def test_grid_is_the_product_of_the_axes_with_coupled_fields_varying_together():
+# --- Jobs -----------------------------------------------------------------------------------
+def test_jobs_run_every_seed_of_every_point_with_its_overrides():
     c = _config()
-    c.sweep = ml_collections.ConfigDict()
-    c.sweep.axes = [("model.layers", [1, 2]),
-                    (("sampling.schedule", "sampling.k"), [("linear", 1), ("exponential", 0.99)])]
-    points = sweep.grid(c, sweep.config_axes(c))
-    assert [p.name for p in points] == [
-        "layers=1,schedule=linear,k=1.0", "layers=1,schedule=exponential,k=0.99",
-        "layers=2,schedule=linear,k=1.0", "layers=2,schedule=exponential,k=0.99"]
-    assert points[1].settings == (("model.layers", 1), ("sampling.schedule", "exponential"),
-                                  ("sampling.k", 0.99))
-    assert isinstance(points[0].settings[2][1], float)  # an int given for a float field
-
-
-def test_axis_and_set_flags_replace_add_and_fix_fields():
-    c = _config()
-    axes = [sweep.Axis(("model.bridge",), (("zero",), ("copy",)))]
-    axes = sweep.apply_axis_flags(c, axes, ["model.bridge=dense", "model.bidirectional=true,false"])
-    fixed = sweep.parse_set_flags(c, axes, ["train.steps=7"])
-    points = sweep.grid(c, axes, fixed)
-    assert [p.name for p in points] == ["bridge=dense,bidirectional=true",
-                                        "bridge=dense,bidirectional=false"]
-    assert all(p.steps == 7 for p in points)  # --set reaches the point's final step
+    axes = grid.apply_axis_flags(c, [], ["model.bridge=dense", "model.bidirectional=true,false"])
+    fixed = grid.parse_set_flags(c, axes, ["train.steps=7"])
+    points = grid.points(c, axes, fixed)
     jobs = sweep.make_jobs("/w", "/e.py", "tiny", points, [0, 1], fixed)
+    assert [(j.point.name, j.seeds) for j in jobs] == [
+        ("bridge=dense,bidirectional=true", (0,)), ("bridge=dense,bidirectional=true", (1,)),
+        ("bridge=dense,bidirectional=false", (0,)), ("bridge=dense,bidirectional=false", (1,))]
     assert jobs[1].command[2:] == ("--config=/e.py:tiny",
                                    "--workdir=/w/bridge=dense,bidirectional=true/seed1",
                                    "--config.train.steps=7", "--config.model.bridge=dense",
                                    "--config.model.bidirectional=true", "--config.train.seed=1")
     vjobs = sweep.make_jobs("/w", "/e.py", "", points, [0, 1], fixed, vmap=True)
     assert [j.seeds for j in vjobs] == [(0, 1), (0, 1)] and "--seeds=0,1" in vjobs[0].command
-
-
-@pytest.mark.parametrize("axes,flags,message", [
-    ([], [], "the grid is empty"),
-    ([sweep.Axis(("model.bridge",), ())], [], "the grid is empty"),
-    ([], ["model.bridg=zero"], "unknown config field 'model.bridg' (did you mean model.bridge?)"),
-    ([], ["model=zero"], "is a section"),
-    ([], ["model.layers=two"], "'two' is not a int"),
-    ([], ["model.bidirectional=maybe"], "not a bool"),
-])
-def test_bad_grids_are_rejected_before_anything_runs(axes, flags, message):
-    c = _config()
-    with pytest.raises(sweep.SweepError) as err:
-        sweep.grid(c, sweep.apply_axis_flags(c, axes, flags))
-    assert message in str(err.value)
-
-
-def test_config_axis_values_must_fit_the_field_type():
-    c = _config()
-    c.sweep = ml_collections.ConfigDict()
-    c.sweep.axes = [("model.layers", [1, True])]
-    with pytest.raises(sweep.SweepError, match="the field holds a int"):
-        sweep.config_axes(c)
-    with pytest.raises(sweep.SweepError, match="is an axis"):
-        sweep.parse_set_flags(c, [sweep.Axis(("model.layers",), ((1,),))], ["model.layers=2"])
 
 
 # --- Restart and failures, with a fake runner -----------------------------------------------
@@ -255,41 +215,6 @@ def test_points_are_compared_with_the_baseline_seed_by_seed_over_their_common_se
     lone = results.paired(_point("one", [1], [0.7]), base, "exact_match")
     assert (lone.seeds, lone.higher) == (1, 1) and math.isnan(lone.std)
     assert results._paired_cell(lone, "exact_match") == "+0.100 (1/1)"
-
-
-def _grid_with_baseline(baseline):
-    c = _config()
-    c.sweep = ml_collections.ConfigDict()
-    c.sweep.axes = [("model.layers", [1, 2]), ("sampling.probability", [0.0, 0.25])]
-    c.sweep.baseline = baseline
-    axes = sweep.config_axes(c)
-    return c, axes, sweep.grid(c, axes)
-
-
-def test_the_baseline_names_one_grid_point_from_the_config_or_the_flags():
-    c, axes, points = _grid_with_baseline([("sampling.probability", 0), ("model.layers", 1)])
-    assert sweep.baseline_name(c, axes, points, []) == "layers=1,probability=0.0"
-    flags_ = ["model.layers=2", "sampling.probability=0"]  # the flags replace the config's
-    assert sweep.baseline_name(c, axes, points, flags_) == "layers=2,probability=0.0"
-    assert sweep.baseline_name(c, axes, points, ["none"]) == ""
-    c, axes, points = _grid_with_baseline([])
-    assert sweep.baseline_name(c, axes, points, []) == ""
-
-
-@pytest.mark.parametrize("baseline,flags_,message", [
-    ([("sampling.probability", 0.0)], [], "matches 2 grid points"),
-    ([("sampling.probability", 0.5)], [], "matches 0 grid points"),
-    ([], ["model.layers=3"], "matches 0 grid points"),
-    ([("model.bridge", "dense")], [], "'model.bridge' is not an axis of the grid"),
-    ([("sampling.probability",)], [], "sweep.baseline entries are (field, value) pairs"),
-    ([], ["model.layers"], "must look like FIELD=VALUE"),
-    ([], ["model.layers=two"], "'two' is not a int"),
-])
-def test_a_baseline_that_does_not_name_exactly_one_point_is_rejected(baseline, flags_, message):
-    c, axes, points = _grid_with_baseline(baseline)
-    with pytest.raises(sweep.SweepError) as err:
-        sweep.baseline_name(c, axes, points, flags_)
-    assert message in str(err.value)
 
 
 def test_a_sweep_with_a_baseline_records_it_and_tabulates_the_paired_differences(tmp_path):
