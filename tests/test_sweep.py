@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 
-import ml_collections
 import numpy as np
 import pytest
 
@@ -21,20 +20,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BRIDGES_TINY = os.path.join(ROOT, "experiments", "bridges.py") + ":tiny"
 
 
-def _config():
-    c = ml_collections.ConfigDict()
-    c.model = ml_collections.ConfigDict({"bridge": "dense", "layers": 1, "bidirectional": True})
-    c.sampling = ml_collections.ConfigDict({"schedule": "constant", "k": 1.0, "probability": 0.25})
-    c.train = ml_collections.ConfigDict({"steps": 40, "seed": 0})
-    return c
-
-
 # --- Jobs -----------------------------------------------------------------------------------
 def test_jobs_run_every_seed_of_every_point_with_its_overrides():
-    c = _config()
-    axes = grid.apply_axis_flags(c, [], ["model.bridge=dense", "model.bidirectional=true,false"])
-    fixed = grid.parse_set_flags(c, axes, ["train.steps=7"])
-    points = grid.points(c, axes, fixed)
+    points = [grid.Point(f"bridge=dense,bidirectional={b}",
+                         (("model.bridge", "dense"), ("model.bidirectional", b == "true")), 7)
+              for b in ("true", "false")]
+    fixed = (("train.steps", 7),)
     jobs = sweep.make_jobs("/w", "/e.py", "tiny", points, [0, 1], fixed)
     assert [(j.point.name, j.seeds) for j in jobs] == [
         ("bridge=dense,bidirectional=true", (0,)), ("bridge=dense,bidirectional=true", (1,)),
