@@ -10,14 +10,15 @@ workdir records the result. Bad input ends with one line on stderr and exit stat
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from s2s_jax import attention, bridges, cells, cli, sampling
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-config_flags.DEFINE_config_file("config", os.path.join(_HERE, "experiments", "default.py"),
-                                "experiment config file (optionally FILE:variant)")
+with cli.flag_errors():  # it applies the --config.FIELD overrides of sys.argv already
+    config_flags.DEFINE_config_file("config", os.path.join(_HERE, "experiments", "default.py"),
+                                    "experiment config file (optionally FILE:variant)")
 flags.DEFINE_string("workdir", os.path.join("runs", "default"),
                     "run directory: config, metrics, vocabularies, checkpoints; resumes from it")
 flags.DEFINE_enum("mode", "train", ["train", "eval", "predict"],
@@ -96,10 +97,11 @@ def _positive(config):
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
+        raise ValueError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
     from s2s_jax import run_log
     run_log.quiet_libraries()
-    config = _apply_aliases(FLAGS.config)
+    with cli.flag_errors():  # a --config file that failed to load raises when first read
+        config = _apply_aliases(FLAGS.config.copy_and_resolve_references())
     _positive(config)
     from s2s_jax import parallel  # JAX starts here, after the flags are parsed
     p = config.parallel

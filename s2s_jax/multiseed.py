@@ -353,17 +353,20 @@ def main(argv):
         seeds = [int(s) for s in FLAGS.seeds]
     except ValueError:
         raise ValueError(f"--seeds must be integers like 0,1,2, got {FLAGS.seeds}") from None
-    result = train_and_evaluate_seeds(FLAGS.config, seeds, FLAGS.workdir)
+    with cli.flag_errors():  # a --config file that failed to load raises when first read
+        config = FLAGS.config.copy_and_resolve_references()
+    result = train_and_evaluate_seeds(config, seeds, FLAGS.workdir)
     print(json.dumps({f"seed{k}": v for k, v in result.items()}), flush=True)
 
 
 if __name__ == "__main__":
     from absl import flags
     from ml_collections import config_flags
-    config_flags.DEFINE_config_file(
-        "config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                               "experiments", "default.py"),
-        "experiment config file (optionally FILE:variant)")
+    with cli.flag_errors():  # it applies the --config.FIELD overrides of sys.argv already
+        config_flags.DEFINE_config_file(
+            "config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                   "experiments", "default.py"),
+            "experiment config file (optionally FILE:variant)")
     flags.DEFINE_string("workdir", None, "holds one run.py workdir per seed: <workdir>/seed<k>",
                         required=True)
     flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds to train together, e.g. 0,1,2")

@@ -273,11 +273,11 @@ def write_all(sweep_dir: str, results: list, metrics: list, command: str = "",
 def main(argv):
     from absl import flags  # the command line only; library users need no flags
     if len(argv) > 1:
-        raise SystemExit(f"error: unexpected arguments {argv[1:]}")
+        raise ValueError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
     workdir = flags.FLAGS.workdir
     path = os.path.join(workdir, MANIFEST)
     if not os.path.exists(path):
-        raise SystemExit(f"error: {path} not found; pass the --workdir of a s2s_jax.sweep run")
+        raise FileNotFoundError(f"{path} not found; pass the --workdir of a s2s_jax.sweep run")
     with open(path) as f:
         manifest = json.load(f)
     results = collect(workdir, manifest["points"], manifest["seeds"])
@@ -286,6 +286,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
+    from s2s_jax import cli
     flags.DEFINE_string("workdir", None, "the sweep's workdir (holding sweep.json)", required=True)
-    app.run(main)
+    cli.run(main, malloc_default=None)

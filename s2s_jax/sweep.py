@@ -313,18 +313,9 @@ def main(argv):
                  baseline_flags=tuple(FLAGS.baseline or ()))
 
 
-def _run(argv):
-    try:
-        code = main(argv)
-    except (ValueError, FileNotFoundError) as err:  # SweepError, and a config's own ValueError
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"error: {message}", file=sys.stderr, flush=True)
-        sys.exit(2)
-    sys.exit(code)
-
-
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
+    from s2s_jax import cli
     flags.DEFINE_string("config", None, "experiment config FILE or FILE:VARIANT with a `sweep` "
                         "section", required=True)
     flags.DEFINE_string("workdir", None, "sweep directory: W/<point>/seed<k> runs, results.*",
@@ -342,4 +333,4 @@ if __name__ == "__main__":
                               "(repeatable; replaces sweep.baseline; 'none': no comparison)")
     flags.DEFINE_bool("compilation_cache", True, "share compiled steps between the runs "
                       "through W/xla_cache (see compilation_cache_env)")
-    app.run(_run)
+    cli.run(main, malloc_default=None)  # bad input (SweepError, GridError): one line, exit 2

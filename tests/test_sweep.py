@@ -228,6 +228,15 @@ def test_a_sweep_with_a_baseline_records_it_and_tabulates_the_paired_differences
     assert (tmp_path / "results.md").read_text() == md
 
 
+def test_rebuilding_results_without_a_sweep_is_one_line_and_exit_status_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "s2s_jax.results", f"--workdir={tmp_path}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {tmp_path / results.MANIFEST} not found; pass the --workdir of a s2s_jax.sweep "
+        "run"]
+
+
 def test_mean_std_of_one_seed_has_no_std():
     assert results.mean_std([0.5])[0] == 0.5 and math.isnan(results.mean_std([0.5])[1])
     assert all(math.isnan(v) for v in results.mean_std([]))
@@ -321,6 +330,9 @@ def test_the_seeds_of_a_point_share_compiled_steps_through_the_sweep_cache(tmp_p
     ([f"--config={BRIDGES_TINY[:-5]}:huge"], "error: unknown variant 'huge'"),
     ([f"--config={BRIDGES_TINY}", "--baseline=model.bridge=nope"],
      "error: baseline model.bridge=nope matches 0 grid points"),
+    ([f"--config={BRIDGES_TINY}", "--seeds=three"], "error: flag --seeds=three: invalid literal"),
+    ([f"--config={BRIDGES_TINY}", "--parralel=2"],
+     "error: Unknown command line flag 'parralel'. Did you mean: parallel ?"),
 ])
 def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, flags, message):
     code, out, err = _sweep(*flags, f"--workdir={tmp_path}", timeout=120)
