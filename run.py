@@ -87,14 +87,6 @@ def _apply_aliases(config):
     return config
 
 
-def _positive(config):
-    t = config.train
-    for name in ("batch_size", "steps", "eval_every", "checkpoint_every", "log_every",
-                 "keep_checkpoints", "eval_batch_size"):
-        if t[name] < 1:
-            raise ValueError(f"--config.train.{name} must be at least 1, got {t[name]}")
-
-
 def main(argv):
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
@@ -102,7 +94,6 @@ def main(argv):
     run_log.quiet_libraries()
     with cli.flag_errors():  # a --config file that failed to load raises when first read
         config = _apply_aliases(FLAGS.config.copy_and_resolve_references())
-    _positive(config)
     from s2s_jax import parallel  # JAX starts here, after the flags are parsed
     p = config.parallel
     parallel.initialize(p.coordinator_address, p.num_processes, p.process_id)
@@ -112,19 +103,19 @@ def main(argv):
         jax.config.update("jax_compilation_cache_dir",
                           os.path.abspath(os.path.join(FLAGS.workdir, "xla_cache")))
     from s2s_jax import inference, train
+    if FLAGS.mode != "train":  # the trained run's own config, with this command's alias flags
+        config = _apply_aliases(inference.load_config(FLAGS.workdir))
+    train.check_train(config.train)  # before data or a model is built (--beam_size=0, ...)
     if FLAGS.mode == "train":
         result = train.train_and_evaluate(config, FLAGS.workdir)
-    else:  # the trained run's own config, with this command's alias flags on top
-        config = _apply_aliases(inference.load_config(FLAGS.workdir))
-        if FLAGS.mode == "eval":
-            result = inference.evaluate_workdir(config, FLAGS.workdir)
-        else:
-            if FLAGS.nbest < 1:
-                raise ValueError(f"--nbest must be at least 1, got {FLAGS.nbest}")
-            result = inference.predict(config, FLAGS.workdir, FLAGS.input, FLAGS.output,
-                                       FLAGS.nbest)
-            if FLAGS.output == "-":
-                return  # stdout holds the hypotheses only
+    elif FLAGS.mode == "eval":
+        result = inference.evaluate_workdir(config, FLAGS.workdir)
+    else:
+        if FLAGS.nbest < 1:
+            raise ValueError(f"--nbest must be at least 1, got {FLAGS.nbest}")
+        result = inference.predict(config, FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.nbest)
+        if FLAGS.output == "-":
+            return  # stdout holds the hypotheses only
     if jax.process_index() == 0:
         print(json.dumps(result), flush=True)
 

@@ -42,11 +42,30 @@ def schedule_params(config) -> sampling.ScheduleParams:
     return sp
 
 
+# Train-section fields that count something (steps, examples, checkpoints, beams).
+_AT_LEAST_ONE = ("batch_size", "steps", "eval_every", "checkpoint_every", "log_every",
+                 "keep_checkpoints", "eval_batch_size", "beam_size")
+
+
+def check_train(t) -> None:
+    """Rejects a train section that would run but mean nothing (a negative beam decoding
+    greedily, label smoothing past 1), as one-line ValueErrors, before anything is built."""
+    for name in _AT_LEAST_ONE:
+        if t[name] < 1:
+            raise ValueError(f"--config.train.{name} must be at least 1, got {t[name]}")
+    if not t.learning_rate > 0:
+        raise ValueError(f"--learning_rate must be positive, got {t.learning_rate}")
+    if t.warmup_steps < 0 or t.clip_norm < 0:
+        raise ValueError(f"--config.train.warmup_steps and clip_norm must be at least 0 (0: no "
+                         f"warm-up, no clipping), got {t.warmup_steps} and {t.clip_norm}")
+    if not 0 <= t.label_smoothing < 1:
+        raise ValueError(f"--config.train.label_smoothing must lie in [0, 1), got "
+                         f"{t.label_smoothing}")
+
+
 def make_optimizer(t) -> optax.GradientTransformation:
     """Adam with linear warm-up, then cosine decay to 10% of the peak (or constant)."""
-    if t.learning_rate <= 0 or t.steps < 1:
-        raise ValueError(f"--learning_rate must be positive and --steps at least 1, got "
-                         f"{t.learning_rate} and {t.steps}")
+    check_train(t)
     warmup = min(t.warmup_steps, max(t.steps - 1, 0))
     if t.decay == "cosine":
         lr = optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, warmup, max(t.steps, warmup + 1),

@@ -247,6 +247,7 @@ def test_a_corrupted_latest_checkpoint_is_skipped_for_the_previous(tmp_path):
                                  "'layer'; did you mean \"layers\" instead of \"layer\"?"),
     (["extra"], "error: unexpected arguments ['extra']"),
     (["--batch_size=0"], "error: --config.train.batch_size must be at least 1"),
+    (["--beam_size=-2"], "error: --config.train.beam_size must be at least 1, got -2"),
     (["--bridge=copy", "--bidirectional=false", "--config.model.decoder_hidden=7"],
      "--bridge=dense"),
     (["--dataset=nope"], "error: unknown dataset 'nope'"),

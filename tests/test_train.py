@@ -1,6 +1,8 @@
 """train.train_and_evaluate's stop on SIGTERM, in-process (the signal itself is sent to run.py in
-test_run.py; here its timing is made the worst case on purpose)."""
+test_run.py; here its timing is made the worst case on purpose), and the train section's checks."""
 import os
+
+import pytest
 
 from s2s_jax import config_files, host_memory, multiseed, train
 
@@ -57,3 +59,20 @@ def test_a_step_whose_temporaries_glibc_cannot_keep_is_warned_about(tmp_path, mo
     train.train_and_evaluate(config, str(tmp_path))
     (advice,) = [w for w in warnings if "glibc thread heap" in w]
     assert "--malloc_tuning=keep_one_arena" in advice
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("beam_size", 0, "--config.train.beam_size must be at least 1, got 0"),
+    ("eval_batch_size", -4, "--config.train.eval_batch_size must be at least 1, got -4"),
+    ("learning_rate", 0.0, "--learning_rate must be positive, got 0.0"),
+    ("warmup_steps", -5, "warmup_steps and clip_norm must be at least 0"),
+    ("clip_norm", -1.0, "warmup_steps and clip_norm must be at least 0"),
+    ("label_smoothing", 1.0, "label_smoothing must lie in [0, 1), got 1.0"),
+])
+def test_a_train_section_that_would_run_but_mean_nothing_is_rejected(field, value, message):
+    t = _tiny().train
+    train.check_train(t)  # the tiny config itself passes
+    t[field] = value
+    with pytest.raises(ValueError) as err:
+        train.make_optimizer(t)  # every path that builds the optimizer checks the section
+    assert message in str(err.value)
