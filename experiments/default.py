@@ -57,7 +57,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     t.eval_every = 500  # validation evaluation (and best-checkpoint bookkeeping)
     t.checkpoint_every = 500  # orbax checkpoint interval; a final one is always written
     t.keep_checkpoints = 3  # latest checkpoints kept (the best by best_metric is kept too)
-    t.best_metric = "exact_match"  # validation metric that picks the best checkpoint
+    t.best_metric = "exact_match"  # validation metric that picks the best checkpoint (the
+    # highest; loss and perplexity: the lowest; checkpoint.BEST_MODES)
     t.eval_batch_size = 250  # evaluation batch (a multiple of the device count)
     t.eval_max_examples = 0  # evaluate on at most this many examples per split; 0 = all
     t.beam_size = 1  # decoding beam for evaluation and predict (1 = greedy)

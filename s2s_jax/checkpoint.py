@@ -11,19 +11,36 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 
+# Validation metrics that can pick the best checkpoint, and which way is better.
+BEST_MODES = {"exact_match": "max", "token_accuracy": "max", "free_token_accuracy": "max",
+              "bleu": "max", "loss": "min", "perplexity": "min"}
+
+
+def check_best_metric(best_metric: str) -> None:
+    if best_metric not in BEST_MODES:
+        raise ValueError(f"unknown --config.train.best_metric {best_metric!r}; choose one of "
+                         f"{sorted(BEST_MODES)}")
+
+
 class Checkpoints:
     """A thin wrapper over `ocp.CheckpointManager` for the train loop."""
 
-    def __init__(self, workdir: str, keep: int, best_metric: str, best_mode: str = "max"):
+    def __init__(self, workdir: str, keep: int, best_metric: str):
+        check_best_metric(best_metric)  # not at the first save, after the first evaluation
+        best_mode = BEST_MODES[best_metric]
         self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
         self._corrupt_dir = os.path.abspath(os.path.join(workdir, "corrupt_checkpoints"))
+        metric = lambda metrics: metrics[best_metric]  # noqa: E731
         policy = ocp.checkpoint_managers.AnyPreservationPolicy([
             ocp.checkpoint_managers.LatestN(n=keep),
-            ocp.checkpoint_managers.BestN(
-                get_metric_fn=lambda metrics: metrics[best_metric], reverse=(best_mode == "min"),
-                n=1, keep_checkpoints_without_metrics=False),
+            ocp.checkpoint_managers.BestN(get_metric_fn=metric, reverse=(best_mode == "min"),
+                                          n=1, keep_checkpoints_without_metrics=False),
         ])
-        options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True,
+        # best_fn as well as the policy: without it orbax neither writes a checkpoint's metrics
+        # (so a resumed run forgets which one was best) nor answers best_step() with anything
+        # but the latest step.
+        options = ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=metric,
+                                               best_mode=best_mode, create=True,
                                                enable_async_checkpointing=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 

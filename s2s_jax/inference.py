@@ -43,8 +43,7 @@ def restore(config, workdir: str, mesh):
     abstract = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), shapes)
     t = config.train
-    ckpt = checkpoint.Checkpoints(workdir, t.keep_checkpoints, t.best_metric,
-                                  "min" if t.best_metric == "loss" else "max")
+    ckpt = checkpoint.Checkpoints(workdir, t.keep_checkpoints, t.best_metric)
     try:
         step = ckpt.best_step()
         restored = ckpt.restore(abstract, step) if step is not None else ckpt.restore(abstract)

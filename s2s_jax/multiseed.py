@@ -293,8 +293,7 @@ def train_and_evaluate_seeds(config, seeds: list, workdir: str) -> dict:
     for seed, d in zip(seeds, dirs):
         log = RunLog(d)
         log.write_config(_seed_config(config, seed))
-        ckpt = checkpoint.Checkpoints(d, t.keep_checkpoints, t.best_metric,
-                                      "min" if t.best_metric == "loss" else "max")
+        ckpt = checkpoint.Checkpoints(d, t.keep_checkpoints, t.best_metric)
         runs.append(_Seed(seed, d, log, ckpt))
     init = jax.jit(lambda seed: train.init_state(net, tx, seed))
     abstract = jax.tree_util.tree_map(

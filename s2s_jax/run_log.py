@@ -97,9 +97,13 @@ class RunLog:
 
 
 class _LibraryInfoFilter:
-    """Drops INFO records from libraries (orbax logs every checkpoint step in detail)."""
+    """Drops INFO records from libraries (orbax logs every checkpoint step in detail), and
+    orbax's warning that a checkpoint has no metrics: one saved between two evaluations has
+    none, by design."""
 
     def filter(self, record) -> bool:
+        if "/orbax/" in record.pathname and "did not provide metrics" in record.getMessage():
+            return False
         noisy = ("/orbax/", "/tensorflow_datasets/", "/grain/", "/etils/")
         return record.levelno >= 30 or not any(p in record.pathname for p in noisy)
 

@@ -61,6 +61,7 @@ def check_train(t) -> None:
     if not 0 <= t.label_smoothing < 1:
         raise ValueError(f"--config.train.label_smoothing must lie in [0, 1), got "
                          f"{t.label_smoothing}")
+    checkpoint.check_best_metric(t.best_metric)
 
 
 def make_optimizer(t) -> optax.GradientTransformation:
@@ -189,8 +190,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                         in_shardings=(replicated, batch_sharding),
                         out_shardings=(replicated, replicated))
 
-    ckpt = checkpoint.Checkpoints(workdir, t.keep_checkpoints, t.best_metric,
-                                  "min" if t.best_metric == "loss" else "max")
+    ckpt = checkpoint.Checkpoints(workdir, t.keep_checkpoints, t.best_metric)
     batches = data.train_iterator(ds, t.batch_size, t.seed, pid, nproc)
     abstract = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
