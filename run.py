@@ -74,16 +74,37 @@ flags.DEFINE_bool("compilation_cache", True,
 FLAGS = flags.FLAGS
 
 
+def _set(config, field: str, value) -> None:
+    node = config
+    *parents, leaf = field.split(".")
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+
+
 def _apply_aliases(config):
     for name, (field, _, _) in _ALIASES.items():
         value = getattr(FLAGS, name)
-        if value is None:
-            continue
-        node = config
-        *parents, leaf = field.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+        if value is not None:
+            _set(config, field, value)
+    return config
+
+
+def _trained_config(workdir: str):
+    """eval and predict: the run's own config.json, with this command's --config.FIELD and alias
+    flags on top (decoding, evaluation data, devices), as long as they leave the model alone:
+    its checkpoints hold that model's parameters."""
+    from s2s_jax import inference
+    saved = inference.load_config(workdir)
+    config = saved.copy_and_resolve_references()
+    for field, value in config_flags.get_override_values(FLAGS["config"]).items():
+        _set(config, field, value)
+    _apply_aliases(config)
+    for name, value in config.model.items():
+        if value != saved.model[name]:
+            raise ValueError(f"model.{name}={value!r} would change the trained model (it has "
+                             f"{saved.model[name]!r}); --mode={FLAGS.mode} uses the run's own "
+                             f"model: drop that flag")
     return config
 
 
@@ -103,8 +124,8 @@ def main(argv):
         jax.config.update("jax_compilation_cache_dir",
                           os.path.abspath(os.path.join(FLAGS.workdir, "xla_cache")))
     from s2s_jax import inference, train
-    if FLAGS.mode != "train":  # the trained run's own config, with this command's alias flags
-        config = _apply_aliases(inference.load_config(FLAGS.workdir))
+    if FLAGS.mode != "train":
+        config = _trained_config(FLAGS.workdir)
     train.check_train(config.train)  # before data or a model is built (--beam_size=0, ...)
     if FLAGS.mode == "train":
         result = train.train_and_evaluate(config, FLAGS.workdir)

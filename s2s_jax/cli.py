@@ -64,17 +64,17 @@ def flag_message(err: Exception) -> str:
         return f"{required.group(1)} is required (--helpshort lists the flags)"
     message = " ".join(lines)
     if isinstance(err, flags.Error):
-        message += " (--helpshort lists the flags)"
-    return message
+        return f"{message} (--helpshort lists the flags)"
+    # Anything else came from running the --config file's own code (an import, a syntax error).
+    return f"the --config file raised {type(err).__name__}: {message}"
 
 
 @contextlib.contextmanager
 def flag_errors():
     """Any error while flags are defined or parsed: one `error: ...` line, exit status 2."""
-    from absl import flags  # pylint: disable=import-outside-toplevel
     try:
         yield
-    except (flags.Error, OSError, KeyError, AttributeError, TypeError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - here every error comes from the flags or the config
         print(f"error: {flag_message(err)}", file=sys.stderr, flush=True)
         sys.exit(2)
 

@@ -1,7 +1,8 @@
 """Using a trained workdir: restore its best (or latest) checkpoint, evaluate, predict.
 
 The workdir's own `config.json` and vocabularies describe the model, so `--mode=eval` and
-`--mode=predict` need nothing but `--workdir` (decoding flags such as `--beam_size` still apply).
+`--mode=predict` need nothing but `--workdir`; run.py applies the command's other flags on top
+(decoding flags such as `--beam_size`), and rejects those that would change the model.
 """
 import json
 import os

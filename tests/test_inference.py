@@ -86,3 +86,19 @@ def test_predict_round_trips_a_file_with_empty_and_unknown_lines(trained, tmp_pa
 def test_eval_and_predict_need_a_trained_workdir(tmp_path):
     code, out, err = run(tmp_path / "nothing", "--mode=eval")
     assert code == 2 and "config.json does not exist" in err.strip().splitlines()[-1]
+
+
+def test_eval_takes_this_commands_decoding_flags_but_not_a_different_model(trained):
+    workdir, _, train_result = trained
+    code, out, err = run(workdir, "--mode=eval", "--config.train.beam_size=3",
+                         "--config.train.eval_batch_size=8", "--config.train.eval_max_examples=16")
+    assert code == 0, err[-2000:]
+    result = final_json(out)
+    assert (result["beam_size"], result["examples"]) == (3, 16)  # the --config flags applied
+    assert train_result["examples"] == 40
+    hidden = json.loads((workdir / "config.json").read_text())["model"]["hidden"]
+    code, out, err = run(workdir, "--mode=predict", f"--hidden={hidden + 1}")
+    assert code == 2
+    assert err.strip().splitlines()[-1] == (
+        f"error: model.hidden={hidden + 1} would change the trained model (it has {hidden}); "
+        "--mode=predict uses the run's own model: drop that flag")

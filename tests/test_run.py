@@ -263,6 +263,16 @@ def test_bad_input_is_one_line_and_exit_status_2(tmp_path, flags, message):
     assert last.startswith("error: ") and message in last, err[-1000:]
 
 
+def test_a_config_file_that_fails_to_load_is_one_line_too(tmp_path):
+    config = tmp_path / "broken.py"
+    config.write_text("import no_such_module_here\n\ndef get_config():\n    return None\n")
+    code, out, err = run(tmp_path, f"--config={config}", timeout=120)
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == ("error: the --config file raised "
+                                            "ModuleNotFoundError: No module named "
+                                            "'no_such_module_here'")
+
+
 @pytest.mark.parametrize("bridge", ["zero", "copy", "dense", "concat", "attention",
                                     "concat_inputs"])
 def test_every_bridge_trains_from_the_command_line(tmp_path, bridge):
