@@ -4,7 +4,6 @@ The workdir's own `config.json` and vocabularies describe the model, so `--mode=
 `--mode=predict` need nothing but `--workdir`; run.py applies the command's other flags on top
 (decoding flags such as `--beam_size`), and rejects those that would change the model.
 """
-import json
 import os
 import sys
 
@@ -13,17 +12,17 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from s2s_jax import checkpoint, data, evaluation, model, parallel, plots, train
+from s2s_jax import checkpoint, data, evaluation, model, parallel, plots, run_log, train
 from s2s_jax.data import datasets
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    saved = run_log.read_config(workdir)
+    if saved is None:
+        path = os.path.join(workdir, run_log.CONFIG_FILE)
         raise ValueError(f"{path} does not exist: --workdir must be a trained run directory "
                          f"(train one with: python run.py --workdir={workdir})")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(saved)
 
 
 def _vocabs(workdir: str):

@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from s2s_jax import checkpoint, cli, data, evaluation, model, parallel, train
+from s2s_jax import checkpoint, cli, data, evaluation, model, parallel, run_log, train
 from s2s_jax.data.datasets import SRC_VOCAB_FILE, TGT_VOCAB_FILE
 from s2s_jax.run_log import RunLog
 
@@ -274,6 +274,8 @@ def train_and_evaluate_seeds(config, seeds: list, workdir: str) -> dict:
     device = jax.devices()[0]
     mesh = jax.sharding.Mesh(np.array([device]), (parallel.DATA_AXIS,))  # evaluation batches
     dirs = [os.path.join(workdir, f"seed{s}") for s in seeds]  # the sweep's layout
+    for seed, d in zip(seeds, dirs):  # before the data writes its vocabularies there
+        run_log.check_resumes(d, _seed_config(config, seed))
     ds = data.load_data(config.data, dirs[0])
     for d in dirs[1:]:  # the vocabularies every workdir holds, so run.py can reuse each alone
         os.makedirs(d, exist_ok=True)

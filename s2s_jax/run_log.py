@@ -11,12 +11,48 @@ import numpy as np
 from absl import logging
 
 METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.json"
+# What a workdir's run is: its checkpoints hold this model's parameters, its vocabularies and
+# data iterator state this data's. train, sampling and the rest may change when it resumes
+# (more steps, another learning rate); data.data_dir is only where the prepared data lies.
+RUN_DEFINING = ("model", "data")
+MAY_MOVE = ("data.data_dir",)
 
 
 def _fmt_duration(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
         f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def read_config(workdir: str):
+    """The config.json of `workdir` as plain JSON data, or None when it has none."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def check_resumes(workdir: str, config) -> None:
+    """Raises ValueError when `workdir` holds a run whose model or data differ from `config`'s.
+
+    Otherwise restoring its checkpoints fails on every one, which reads as corruption: each
+    would be set aside and training would start again under the old run's name.
+    """
+    saved = read_config(workdir)
+    if saved is None:
+        return
+    new = json.loads(config.to_json())  # both as JSON, so a tuple equals its saved list
+    for section in RUN_DEFINING:
+        for name, value in new.get(section, {}).items():
+            field = f"{section}.{name}"
+            old = saved.get(section, {}).get(name, value)  # a field added since: nothing to say
+            if field not in MAY_MOVE and old != value:
+                raise ValueError(
+                    f"{workdir} holds a run with {field}={old!r}, and this command sets "
+                    f"{value!r}; a run resumes only with its own model and data: give a new "
+                    f"--workdir, or drop the flag to continue that run")
 
 
 class RunLog:
@@ -35,7 +71,7 @@ class RunLog:
 
     def write_config(self, config) -> None:
         if self.enabled:
-            with open(os.path.join(self.workdir, "config.json"), "w") as f:
+            with open(os.path.join(self.workdir, CONFIG_FILE), "w") as f:
                 f.write(config.to_json(indent=2, sort_keys=True) + "\n")
 
     def truncate_after(self, step: int) -> None:

@@ -16,7 +16,7 @@ import optax
 from absl import logging
 
 from s2s_jax import (checkpoint, data, evaluation, host_memory, losses, model, parallel, plots,
-                     sampling)
+                     run_log, sampling)
 from s2s_jax.run_log import RunLog
 
 
@@ -167,6 +167,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     Returns the final test metrics (also printed by run.py as one JSON line).
     """
     t = config.train
+    run_log.check_resumes(workdir, config)  # before the data writes its vocabularies there
     mesh = parallel.make_mesh()
     parallel.check_batch_size(t.batch_size)
     parallel.check_batch_size(t.eval_batch_size, "--config.train.eval_batch_size")

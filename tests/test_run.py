@@ -263,6 +263,26 @@ def test_bad_input_is_one_line_and_exit_status_2(tmp_path, flags, message):
     assert last.startswith("error: ") and message in last, err[-1000:]
 
 
+def test_a_workdir_resumes_only_its_own_model_and_data(tmp_path):
+    code, _, err = run(tmp_path, "--steps=10", "--checkpoint_every=10", "--eval_every=1000")
+    assert code == 0, err[-2000:]
+    saved = {name: (tmp_path / name).read_bytes()
+             for name in ("config.json", "vocab.src.txt", "metrics.jsonl")}
+    for flag, field in (("--hidden=24", "model.hidden=16"), ("--dataset=copy", "data.dataset=")):
+        code, out, err = run(tmp_path, "--steps=20", flag)
+        assert code == 2
+        last = err.strip().splitlines()[-1]
+        assert last.startswith(f"error: {tmp_path} holds a run with {field}"), last
+        assert "give a new --workdir, or drop the flag" in last
+        # Nothing was touched: no checkpoint set aside as unreadable, no file rewritten.
+        assert os.listdir(tmp_path / "checkpoints") == ["10"]
+        assert not (tmp_path / "corrupt_checkpoints").exists()
+        assert all((tmp_path / name).read_bytes() == data for name, data in saved.items())
+    code, out, err = run(tmp_path, "--steps=20", "--learning_rate=0.002")  # train may change
+    assert code == 0, err[-2000:]
+    assert "resumed from checkpoint 10" in err and final_json(out)["step"] == 20
+
+
 def test_a_config_file_that_fails_to_load_is_one_line_too(tmp_path):
     config = tmp_path / "broken.py"
     config.write_text("import no_such_module_here\n\ndef get_config():\n    return None\n")
