@@ -97,8 +97,14 @@ def predict(config, workdir: str, input_path: str, output_path: str, nbest: int 
     first. An empty input line gives an empty hypothesis; unknown tokens read as unk; a line
     longer than max_len is cut (with a warning) rather than stopping the others.
     """
-    if input_path != "-" and not os.path.exists(input_path):
-        raise ValueError(f"--input={input_path} does not exist; give a file or '-' for stdin")
+    if input_path != "-" and not os.path.isfile(input_path):
+        what = "is a directory" if os.path.isdir(input_path) else "does not exist"
+        raise ValueError(f"--input={input_path} {what}; give a file or '-' for stdin")
+    if output_path != "-":  # checked before decoding, which may take long
+        if os.path.isdir(output_path):
+            raise ValueError(f"--output={output_path} is a directory; give a file path or '-' "
+                             "for stdout")
+        os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
     t = config.train
     beam_size = max(t.beam_size, nbest)
     mesh = parallel.make_mesh()

@@ -67,7 +67,7 @@ def test_predict_round_trips_a_file_with_empty_and_unknown_lines(trained, tmp_pa
     workdir, _, _ = trained
     source = tmp_path / "in.txt"
     source.write_bytes(b"the cat sat\n\nzebra quokka\nmat \xff far\n" + b"dog " * 40 + b"\n")
-    out_path = tmp_path / "out.txt"
+    out_path = tmp_path / "new" / "out.txt"  # its folder is made
     code, out, err = run(workdir, "--mode=predict", f"--input={source}", f"--output={out_path}")
     assert code == 0, err[-2000:]
     outputs = out_path.read_text().split("\n")
@@ -81,6 +81,18 @@ def test_predict_round_trips_a_file_with_empty_and_unknown_lines(trained, tmp_pa
     assert [int(r[0]) for r in rows] == [i for i in range(5) for _ in range(3)]
     scores = [float(r[2]) for r in rows[:3]]
     assert scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.parametrize("io,message", [
+    (("--input={tmp}", "--output=-"), "--input={tmp} is a directory; give a file or '-'"),
+    (("--input={tmp}/none.txt", "--output=-"), "--input={tmp}/none.txt does not exist"),
+    (("--input=-", "--output={tmp}"), "--output={tmp} is a directory; give a file path"),
+])
+def test_predict_rejects_paths_it_cannot_use(trained, tmp_path, io, message):
+    workdir, _, _ = trained
+    code, out, err = run(workdir, "--mode=predict", *(f.format(tmp=tmp_path) for f in io))
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith("error: " + message.format(tmp=tmp_path))
 
 
 def test_eval_and_predict_need_a_trained_workdir(tmp_path):
