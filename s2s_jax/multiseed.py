@@ -44,7 +44,6 @@ What does not vmap, or not usefully:
 """
 import json
 import os
-import signal
 import time
 from typing import NamedTuple
 
@@ -55,6 +54,7 @@ import numpy as np
 from s2s_jax import checkpoint, cli, data, evaluation, model, parallel, run_log, train
 from s2s_jax.data.datasets import SRC_VOCAB_FILE, TGT_VOCAB_FILE
 from s2s_jax.run_log import RunLog
+from s2s_jax.stopping import StopRequest
 
 
 # --- The vmapped program --------------------------------------------------------------------
@@ -155,24 +155,6 @@ class _Seed(NamedTuple):
     ckpt: checkpoint.Checkpoints
 
 
-class _Stop:
-    """SIGTERM / SIGINT become a flag checked between steps: the step in flight completes and
-    every seed checkpoints it before the program exits (as run.py does on SIGTERM)."""
-
-    def __init__(self):
-        self.requested = False
-        signals = (signal.SIGTERM, signal.SIGINT)
-        self._previous = {s: signal.signal(s, self._handle) for s in signals}
-
-    def _handle(self, signum, frame):
-        del signum, frame
-        self.requested = True
-
-    def restore(self):
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-
-
 def _seed_config(config, seed: int):
     c = config.copy_and_resolve_references()
     c.train.seed = seed  # config.json says which seed this workdir holds
@@ -180,7 +162,7 @@ def _seed_config(config, seed: int):
 
 
 def _train_group(group: list, state, batches: SeedBatches, start: int, step_fn, evaluate,
-                 t, stop: _Stop) -> dict:
+                 t, stop: StopRequest) -> dict:
     """Trains the seeds of `group` (all restored at step `start`) to t.steps, writing their
     rows and checkpoints; evaluates each on test at the end.
 
@@ -312,7 +294,7 @@ def train_and_evaluate_seeds(config, seeds: list, workdir: str) -> dict:
             groups.setdefault(start, []).append((run, state, data_state))
             run.log.info(f"seed {run.seed}: resumed from checkpoint {start}")
 
-    stop = _Stop()
+    stop = StopRequest().install()
     out = {}
     try:
         for start in sorted(groups):

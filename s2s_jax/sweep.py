@@ -51,6 +51,7 @@ from typing import Callable, NamedTuple
 import ml_collections
 
 from s2s_jax import grid, results
+from s2s_jax.stopping import StopRequest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where run.py lives
 DEFAULT_METRICS = ["exact_match", "token_accuracy", "bleu", "loss"]
@@ -147,26 +148,6 @@ class _Process:
     def terminate(self) -> None:
         if self._proc.poll() is None:
             self._proc.send_signal(signal.SIGTERM)
-
-
-class StopRequest:
-    """Set by SIGINT / SIGTERM while a sweep runs: launch nothing more, stop what runs."""
-
-    def __init__(self):
-        self.requested = False
-
-    def __enter__(self):
-        signals = (signal.SIGINT, signal.SIGTERM)
-        self._previous = {s: signal.signal(s, self._handle) for s in signals}
-        return self
-
-    def _handle(self, signum, frame):
-        del signum, frame
-        self.requested = True
-
-    def __exit__(self, *exc):
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
 
 
 def _say(line: str) -> None:

@@ -5,7 +5,6 @@ workdir (parameters, optimizer state, step and data-iterator state), keys are fo
 step, and metrics.jsonl is cut back to the restored step, so a run killed and started again with
 the same command ends exactly where an uninterrupted run ends.
 """
-import signal
 import time
 from typing import NamedTuple
 
@@ -18,6 +17,7 @@ from absl import logging
 from s2s_jax import (checkpoint, data, evaluation, host_memory, losses, model, parallel, plots,
                      run_log, sampling)
 from s2s_jax.run_log import RunLog
+from s2s_jax.stopping import StopRequest
 
 
 class TrainState(NamedTuple):
@@ -124,22 +124,6 @@ def init_state(net: model.Model, tx, seed: int) -> TrainState:
     return TrainState(jnp.asarray(0, jnp.int32), params, tx.init(params))
 
 
-class _Stop:
-    """Turns SIGTERM into a flag the loop checks between steps, so the step in flight completes
-    and a checkpoint of it is written before the process exits."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum, frame):
-        del signum, frame
-        self.requested = True
-
-    def restore(self):
-        signal.signal(signal.SIGTERM, self._previous)
-
-
 def _read_finite(pending, ckpt: checkpoint.Checkpoints) -> list:
     """Reads pending per-step metrics on the host; raises TrainingError on a non-finite loss."""
     values = jax.device_get([m for _, m in pending])
@@ -209,7 +193,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     evaluate = lambda split: evaluation.evaluate(  # noqa: E731
         eval_step, state.params, data.eval_batches(ds, split, t.eval_batch_size, pid, nproc),
         ds.tgt_vocab, config.data.tokenizer, mesh, t.eval_max_examples)[0]
-    stop = _Stop()
+    stop = StopRequest().install()
     pending = []  # (step, device metrics) not yet read on the host
     window = []  # (step, host metrics) since the last training row
     sync_every = max(1, min(t.log_every, 16))  # a host read at least every 16 steps (STACK_NOTES)
@@ -250,7 +234,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 ckpt.save(step, state, batches.get_state(), eval_metrics)
             if stopping:
                 ckpt.wait()
-                log.info(f"SIGTERM: saved checkpoint {step}; rerun the same command to resume")
+                log.info(f"stopped: saved checkpoint {step}; rerun the same command to resume")
                 return {"stopped_at": step}
         ckpt.wait()
         best = ckpt.best_step()

@@ -191,10 +191,11 @@ def test_a_restarted_run_loads_its_compiled_train_step_from_the_workdir_cache(tm
     assert any(n.startswith("jit_train_step") for n in os.listdir(tmp_path / "xla_cache"))
 
 
-def test_sigterm_saves_the_current_step_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])  # SIGINT: Ctrl-C
+def test_sigterm_or_ctrl_c_saves_the_current_step_and_exits_cleanly(tmp_path, signum):
     proc = start(tmp_path, "--steps=100000", "--checkpoint_every=100000", "--eval_every=100000")
     _wait_for_row(tmp_path, 30, proc)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-2000:]
     stopped = final_json(out)["stopped_at"]

@@ -22,6 +22,9 @@ class _LateStop:
         self.reads += 1
         return self.reads > 1
 
+    def install(self):
+        return self
+
     def restore(self):
         pass
 
@@ -33,14 +36,14 @@ def _tiny():
 
 
 def test_a_stop_between_two_reads_of_the_flag_still_saves_the_step(tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "_Stop", _LateStop)
+    monkeypatch.setattr(train, "StopRequest", _LateStop)
     result = train.train_and_evaluate(_tiny(), str(tmp_path))
     assert result == {"stopped_at": 2}  # step 1 read the flag unset, step 2 saw it
     assert os.listdir(tmp_path / "checkpoints") == ["2"]
 
 
 def test_the_seeds_program_saves_the_step_it_stops_at_too(tmp_path, monkeypatch):
-    monkeypatch.setattr(multiseed, "_Stop", _LateStop)
+    monkeypatch.setattr(multiseed, "StopRequest", _LateStop)
     result = multiseed.train_and_evaluate_seeds(_tiny(), [0, 1], str(tmp_path))
     assert result == {0: {"stopped_at": 2}, 1: {"stopped_at": 2}}
     for seed in (0, 1):
