@@ -24,6 +24,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     m.bidirectional = True  # bidirectional encoder (decoder hidden = 2 * hidden by default)
     m.decoder_cell = ""  # '' = the encoder's cell
     m.decoder_hidden = 0  # 0 = encoder output width (directions * hidden); twice it for concat
+    # (the bridge, or the attention bridge's attention_init)
     m.decoder_layers = 0  # 0 = the encoder's depth
     m.bridge = "attention"  # zero | copy | dense | concat | attention | concat_inputs
     m.attention_type = "bahdanau"  # bahdanau | dot | general | scaled_dot

@@ -67,7 +67,8 @@ def _check_dot_sizes(query_dim, key_dim):
     if query_dim != key_dim:
         raise ValueError(
             f"dot attention needs the decoder hidden size ({query_dim}) to equal the encoder "
-            f"output size ({key_dim}); use --attention_type=general or bahdanau instead")
+            f"output size ({key_dim}); use --attention_type=general or bahdanau instead (an "
+            f"--attention_init=concat or a --config.model.decoder_hidden makes them differ)")
 
 
 def _dot_init(rng, query_dim, key_dim, attn_dim, normalize):

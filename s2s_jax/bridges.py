@@ -120,7 +120,8 @@ def _concat_init(rng, enc, dec, attention_init):
         raise ValueError(
             f"bridge 'concat' keeps the encoder state ({enc.total} features: {enc.describe()}) and "
             f"adds a projection, so the decoder state must be larger, but it has {dec.total} "
-            f"({dec.describe()}); use --bridge=dense or a larger decoder --hidden")
+            f"({dec.describe()}); use --bridge=dense (--attention_init=dense under attention), or "
+            f"leave --config.model.decoder_hidden at 0, which sizes the decoder for concat")
     return {"proj": dense_init(rng, enc.total, extra, use_bias=True)}
 
 

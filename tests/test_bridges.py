@@ -75,8 +75,21 @@ def test_copy_error_names_both_structures():
 
 
 def test_concat_needs_a_wider_decoder():
-    with pytest.raises(ValueError, match=r"concat.*--bridge=dense"):
+    with pytest.raises(ValueError, match=r"concat.*--bridge=dense.*decoder_hidden at 0"):
         model.build(_config("concat", dec_hidden=4))
+
+
+@pytest.mark.parametrize("bridge,attention_init,width", [
+    ("concat", "dense", 2), ("attention", "concat", 2), ("attention", "dense", 1),
+    ("dense", "concat", 1)])  # attention_init counts only under the attention bridge
+def test_the_default_decoder_is_wide_enough_for_concat_also_under_attention(bridge,
+                                                                            attention_init,
+                                                                            width):
+    cfg = _config(bridge, bidi=True, dec_hidden=0, attention_init=attention_init)
+    assert cfg.dec_hidden == width * 2 * ENC_HIDDEN  # two directions
+    m = model.build(cfg)  # concat fits: the decoder holds the encoder state and a projection
+    out = m.apply(m.init(jax.random.PRNGKey(0)), make_batch(), jax.random.PRNGKey(1), 0.5)
+    assert np.all(np.isfinite(out.logits))
 
 
 def test_unknown_names_list_the_choices():
