@@ -251,8 +251,8 @@ def train_and_evaluate_seeds(config, seeds: list, workdir: str) -> dict:
     if config.parallel.num_processes > 1 or config.parallel.coordinator_address:
         raise ValueError("multiseed runs on one device; drop the multi-host flags, or run the "
                          "seeds separately (the sweep without --vmap)")
-    if len(set(seeds)) != len(seeds) or not seeds:
-        raise ValueError(f"--seeds must be distinct and not empty, got {seeds}")
+    if len(set(seeds)) != len(seeds) or not seeds or min(seeds) < 0:
+        raise ValueError(f"--seeds must be distinct, at least 0 and not empty, got {seeds}")
     device = jax.devices()[0]
     mesh = jax.sharding.Mesh(np.array([device]), (parallel.DATA_AXIS,))  # evaluation batches
     dirs = [os.path.join(workdir, f"seed{s}") for s in seeds]  # the sweep's layout

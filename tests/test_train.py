@@ -72,6 +72,7 @@ def test_a_step_whose_temporaries_glibc_cannot_keep_is_warned_about(tmp_path, mo
     ("clip_norm", -1.0, "warmup_steps and clip_norm must be at least 0"),
     ("label_smoothing", 1.0, "label_smoothing must lie in [0, 1), got 1.0"),
     ("best_metric", "bogus", "unknown --config.train.best_metric 'bogus'"),
+    ("seed", -1, "--seed must be at least 0"),
 ])
 def test_a_train_section_that_would_run_but_mean_nothing_is_rejected(field, value, message):
     t = _tiny().train
