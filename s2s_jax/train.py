@@ -54,7 +54,8 @@ def check_train(t) -> None:
         if t[name] < 1:
             raise ValueError(f"--config.train.{name} must be at least 1, got {t[name]}")
     if t.seed < 0:
-        raise ValueError(f"--seed must be at least 0 (numpy draws the data order from it), got {t.seed}")
+        raise ValueError(f"--seed must be at least 0 (numpy draws the data order from it), got "
+                         f"{t.seed}")
     if not t.learning_rate > 0:
         raise ValueError(f"--learning_rate must be positive, got {t.learning_rate}")
     if t.warmup_steps < 0 or t.clip_norm < 0:
