@@ -257,6 +257,7 @@ def train_and_evaluate_seeds(config, seeds: list, workdir: str) -> dict:
     mesh = jax.sharding.Mesh(np.array([device]), (parallel.DATA_AXIS,))  # evaluation batches
     dirs = [os.path.join(workdir, f"seed{s}") for s in seeds]  # the sweep's layout
     for seed, d in zip(seeds, dirs):  # before the data writes its vocabularies there
+        run_log.make_workdir(d)
         run_log.check_resumes(d, _seed_config(config, seed))
     ds = data.load_data(config.data, dirs[0])
     for d in dirs[1:]:  # the vocabularies every workdir holds, so run.py can reuse each alone

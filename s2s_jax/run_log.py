@@ -6,6 +6,7 @@ no branches on the process index.
 import json
 import math
 import os
+import tempfile
 
 import numpy as np
 from absl import logging
@@ -23,6 +24,20 @@ def _fmt_duration(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
         f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def make_workdir(workdir: str) -> None:
+    """Creates `workdir` (and its parents) and checks that files can be written there, so a bad
+    --workdir stops before any data is prepared or compiled."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"--workdir={workdir} is a file; give a directory path")
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=workdir):
+            pass
+    except OSError as err:
+        raise ValueError(f"--workdir={workdir} cannot be created or written "
+                         f"({err.strerror or err}); give a writable directory path") from None
 
 
 def read_config(workdir: str):

@@ -154,6 +154,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     Returns the final test metrics (also printed by run.py as one JSON line).
     """
     t = config.train
+    run_log.make_workdir(workdir)
     run_log.check_resumes(workdir, config)  # before the data writes its vocabularies there
     mesh = parallel.make_mesh()
     parallel.check_batch_size(t.batch_size)

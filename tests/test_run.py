@@ -284,6 +284,18 @@ def test_a_workdir_resumes_only_its_own_model_and_data(tmp_path):
     assert "resumed from checkpoint 10" in err and final_json(out)["step"] == 20
 
 
+@pytest.mark.parametrize("workdir,message", [
+    ("file", "is a file; give a directory path"),
+    ("file/sub", "cannot be created or written (Not a directory); give a writable directory "
+                 "path"),
+])
+def test_a_workdir_that_cannot_hold_a_run_is_one_line(tmp_path, workdir, message):
+    (tmp_path / "file").write_text("not a directory")
+    code, out, err = run(tmp_path / workdir, timeout=120)
+    assert code == 2
+    assert err.strip().splitlines()[-1] == f"error: --workdir={tmp_path / workdir} {message}"
+
+
 def test_a_config_file_that_fails_to_load_is_one_line_too(tmp_path):
     config = tmp_path / "broken.py"
     config.write_text("import no_such_module_here\n\ndef get_config():\n    return None\n")
