@@ -50,7 +50,7 @@ from typing import Callable, NamedTuple
 
 import ml_collections
 
-from s2s_jax import grid, results
+from s2s_jax import grid, results, run_log
 from s2s_jax.stopping import StopRequest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where run.py lives
@@ -255,7 +255,7 @@ def sweep(config_spec: str, workdir: str, seeds: int | None = None, parallel: in
         raise SweepError(f"--seeds and --parallel must be at least 1, got {seeds} and {parallel}")
     seed_list = list(range(seeds))
     metrics = list(sweep_section.get("metrics", DEFAULT_METRICS))
-    os.makedirs(workdir, exist_ok=True)
+    run_log.make_workdir(workdir)  # a file or an unwritable path: one line, before any run
     manifest = {"config": config_spec, "command": command, "seeds": seed_list, "metrics": metrics,
                 "points": [{"name": p.name, "settings": dict(p.settings), "steps": p.steps}
                            for p in points], "baseline": baseline}

@@ -228,6 +228,15 @@ def test_a_sweep_with_a_baseline_records_it_and_tabulates_the_paired_differences
     assert (tmp_path / "results.md").read_text() == md
 
 
+def test_a_sweep_workdir_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    code, out, err = _sweep(f"--config={BRIDGES_TINY}", f"--workdir={tmp_path / 'file'}",
+                            timeout=120)
+    assert code == 2
+    assert err.strip().splitlines()[-1] == (f"error: --workdir={tmp_path / 'file'} is a file; "
+                                            "give a directory path")
+
+
 def test_rebuilding_results_without_a_sweep_is_one_line_and_exit_status_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "s2s_jax.results", f"--workdir={tmp_path}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
