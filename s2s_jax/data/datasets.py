@@ -139,6 +139,13 @@ def load_data(cfg, workdir: str | None) -> Data:
     data_dir = os.fspath(cfg.data_dir) or (
         os.path.join(workdir, "tfds") if workdir else tempfile.mkdtemp(prefix="s2s_tfds_")
     )
+    try:  # here, not deep inside a builder: a file or an unwritable path is one line
+        if os.path.isfile(data_dir):
+            raise NotADirectoryError(0, "it is a file")
+        os.makedirs(data_dir, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"data_dir={data_dir} cannot be created ({err.strerror or err}); give a "
+                        f"directory path, or '' for <workdir>/tfds") from None
     if cfg.dataset.startswith(catalog.PREFIX):
         texts = catalog.load(cfg.dataset, cfg, data_dir)
     elif cfg.dataset in DATASETS:
