@@ -58,6 +58,9 @@ def check_train(t) -> None:
                          f"{t.seed}")
     if not t.learning_rate > 0:
         raise ValueError(f"--learning_rate must be positive, got {t.learning_rate}")
+    if t.eval_max_examples < 0:
+        raise ValueError(f"--config.train.eval_max_examples must be at least 0 (0: all), got "
+                         f"{t.eval_max_examples}")
     if t.warmup_steps < 0 or t.clip_norm < 0:
         raise ValueError(f"--config.train.warmup_steps and clip_norm must be at least 0 (0: no "
                          f"warm-up, no clipping), got {t.warmup_steps} and {t.clip_norm}")

@@ -73,6 +73,7 @@ def test_a_step_whose_temporaries_glibc_cannot_keep_is_warned_about(tmp_path, mo
     ("label_smoothing", 1.0, "label_smoothing must lie in [0, 1), got 1.0"),
     ("best_metric", "bogus", "unknown --config.train.best_metric 'bogus'"),
     ("seed", -1, "--seed must be at least 0"),
+    ("eval_max_examples", -1, "eval_max_examples must be at least 0 (0: all), got -1"),
 ])
 def test_a_train_section_that_would_run_but_mean_nothing_is_rejected(field, value, message):
     t = _tiny().train
