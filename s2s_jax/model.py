@@ -103,6 +103,10 @@ def _check(cfg: ModelConfig) -> None:
     for name in ("emb", "hidden", "layers", "src_vocab", "tgt_vocab"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name} must be at least 1, got {getattr(cfg, name)}")
+    for name in ("decoder_hidden", "decoder_layers", "attention_dim"):  # 0: derived
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"--config.model.{name} must be at least 0 (0: its default size), "
+                             f"got {getattr(cfg, name)}")
     if not 0.0 <= cfg.dropout < 1.0:
         raise ValueError(f"--dropout must lie in [0, 1), got {cfg.dropout}")
     if cfg.temperature <= 0.0:

@@ -1,3 +1,4 @@
+import dataclasses
 import itertools
 
 import jax
@@ -97,6 +98,22 @@ def test_unknown_names_list_the_choices():
         model.build(_config("bogus"))
     with pytest.raises(ValueError, match="attention_init"):
         model.build(_config("attention", attention_init="attention"))
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("emb", 0, "--emb must be at least 1, got 0"),
+    ("decoder_hidden", -5, "--config.model.decoder_hidden must be at least 0 (0: its default "
+                           "size), got -5"),
+    ("decoder_layers", -1, "--config.model.decoder_layers must be at least 0"),
+    ("attention_dim", -3, "--config.model.attention_dim must be at least 0"),
+    ("dropout", 1.0, "--dropout must lie in [0, 1), got 1.0"),
+    ("temperature", 0.0, "--temperature must be positive, got 0.0"),
+])
+def test_sizes_outside_their_range_are_named_before_anything_is_built(field, value, message):
+    cfg = dataclasses.replace(_config("attention"), **{field: value})
+    with pytest.raises(ValueError) as err:
+        model.build(cfg)
+    assert message in str(err.value)
 
 
 @pytest.mark.parametrize("bridge", sorted(bridges.BRIDGES))
