@@ -62,6 +62,9 @@ def check_schedule(name: str, sp: ScheduleParams) -> None:
         raise ValueError(f"the exponential schedule needs 0 < k < 1 (eps = k**step), got k={sp.k}")
     if name == "inverse_sigmoid" and sp.k < 1.0:
         raise ValueError(f"the inverse_sigmoid schedule needs k >= 1, got k={sp.k}")
+    if name == "linear" and (sp.c < 0.0 or not 0.0 <= sp.epsilon <= 1.0):
+        raise ValueError(f"the linear schedule needs c >= 0 (eps falls by c a step) and "
+                         f"0 <= epsilon <= 1 (its floor), got c={sp.c}, epsilon={sp.epsilon}")
 
 
 def probability_at(name: str, step, sp: ScheduleParams):

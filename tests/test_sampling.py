@@ -44,6 +44,10 @@ def test_bad_schedule_parameters_are_rejected():
         sampling.check_schedule("cosine", ScheduleParams())
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         sampling.check_schedule("constant", ScheduleParams(1.5))
+    for bad in (ScheduleParams(0.5, c=-1e-3), ScheduleParams(0.5, epsilon=-0.1)):
+        with pytest.raises(ValueError, match="the linear schedule needs c >= 0"):
+            sampling.check_schedule("linear", bad)
+    sampling.check_schedule("linear", ScheduleParams(0.5, c=0.0, epsilon=1.0))  # the bounds
 
 
 def test_draws_hit_p_within_bounds_and_are_independent():
