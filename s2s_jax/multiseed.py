@@ -261,7 +261,6 @@ def train_and_evaluate_seeds(config, seeds: list, workdir: str) -> dict:
         run_log.check_resumes(d, _seed_config(config, seed))
     ds = data.load_data(config.data, dirs[0])
     for d in dirs[1:]:  # the vocabularies every workdir holds, so run.py can reuse each alone
-        os.makedirs(d, exist_ok=True)
         for vocab, name in ((ds.src_vocab, SRC_VOCAB_FILE), (ds.tgt_vocab, TGT_VOCAB_FILE)):
             if not os.path.exists(os.path.join(d, name)):
                 vocab.save(os.path.join(d, name))

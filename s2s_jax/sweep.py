@@ -224,12 +224,15 @@ def run_jobs(jobs: list, sweep_dir: str, parallel: int = 1, start: Callable = _P
 
 
 # --- The command ----------------------------------------------------------------------------
+def _manifest_points(points: list) -> list:
+    """Points as sweep.json holds them and results.collect reads them."""
+    return [{"name": p.name, "settings": dict(p.settings), "steps": p.steps} for p in points]
+
+
 def write_results(sweep_dir: str, points: list, seeds: list, metrics: list, command: str,
                   failures: tuple = (), baseline: str = "") -> str:
     """results.csv / results.md / PNGs over the finished seeds; returns the markdown."""
-    manifest_points = [{"name": p.name, "settings": dict(p.settings), "steps": p.steps}
-                       for p in points]
-    collected = results.collect(sweep_dir, manifest_points, seeds)
+    collected = results.collect(sweep_dir, _manifest_points(points), seeds)
     return results.write_all(sweep_dir, collected, metrics, command, failures, baseline)
 
 
@@ -257,8 +260,7 @@ def sweep(config_spec: str, workdir: str, seeds: int | None = None, parallel: in
     metrics = list(sweep_section.get("metrics", DEFAULT_METRICS))
     run_log.make_workdir(workdir)  # a file or an unwritable path: one line, before any run
     manifest = {"config": config_spec, "command": command, "seeds": seed_list, "metrics": metrics,
-                "points": [{"name": p.name, "settings": dict(p.settings), "steps": p.steps}
-                           for p in points], "baseline": baseline}
+                "points": _manifest_points(points), "baseline": baseline}
     with open(os.path.join(workdir, results.MANIFEST), "w") as f:
         json.dump(manifest, f, indent=2)
 
