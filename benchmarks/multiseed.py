@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from s2s_jax import data, host_memory, model, multiseed, train  # noqa: E402
+from s2s_jax import data, host_memory, model, multiseed, prng, train  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  pylint: disable=g-import-not-at-top
@@ -74,7 +74,7 @@ def run_side(side: str) -> dict:
     seeds = list(range(k))
     per_seed = []  # [K][steps] batch dicts [B, ...]
     for seed in seeds:
-        it = data.train_iterator(ds, t.batch_size, seed)
+        it = data.train_iterator(ds, t.batch_size, prng.data_seed(seed))
         per_seed.append([next(it) for _ in range(steps)])
     keys = multiseed.step_keys(seeds)  # [K, 2]
 

@@ -32,7 +32,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import optax  # pylint: disable=g-import-not-at-top
 
-from s2s_jax import bridges, cells, losses, model  # pylint: disable=g-import-not-at-top
+from s2s_jax import bridges, cells, losses, model, prng  # pylint: disable=g-import-not-at-top
 
 common.define_flags()
 flags.DEFINE_enum("dtype", "float32", list(model.COMPUTE_DTYPES),
@@ -108,12 +108,12 @@ def main(argv):
     assert set(common.BRIDGE_NAMES) == set(bridges.BRIDGES), "update common.BRIDGE_NAMES"
     assert set(common.CELL_NAMES) == set(cells.CELLS), "update common.CELL_NAMES"
     m = model.build(model_config())
-    params = m.init(jax.random.PRNGKey(FLAGS.seed))
+    params = m.init(prng.init_key(FLAGS.seed))
     param_count = sum(x.size for x in jax.tree_util.tree_leaves(params))
     tx = optax.adam(FLAGS.learning_rate)
     state = (params, tx.init(params), jnp.zeros((), jnp.int32))
     batches = make_batches(4)
-    rng = jax.random.PRNGKey(FLAGS.seed + 1)
+    rng = prng.train_key(FLAGS.seed)
     probability = jnp.float32(FLAGS.sampling_prob)
     traces = []
     step_fn = make_train_step(m, tx, traces)

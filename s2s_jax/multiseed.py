@@ -8,8 +8,9 @@ scan). Stacking K seeds' parameters, optimizer states, keys and batches on a lea
 running `jax.vmap(train_step)` turns K small steps into one K-times wider step, compiled once.
 
 Seed k gets exactly what `run.py --config.train.seed=k` gives it: initial state
-train.init_state(net, tx, k), step keys PRNGKey(k + 1) folded with the step inside the same
-train.make_train_step, and its own batch stream data.train_iterator(ds, B, k). The results agree
+train.init_state(net, tx, k), step keys prng.train_key(k) folded with the step inside the
+same train.make_train_step, and its own batch stream data.train_iterator(ds, B,
+prng.data_seed(k)). The results agree
 with K separate runs up to float rounding, since XLA may sum a batched matmul in another order
 (tests/test_multiseed.py compares losses and parameters with separate runs).
 
@@ -51,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from s2s_jax import checkpoint, cli, data, evaluation, model, parallel, run_log, train
+from s2s_jax import checkpoint, cli, data, evaluation, model, parallel, prng, run_log, train
 from s2s_jax.data.datasets import SRC_VOCAB_FILE, TGT_VOCAB_FILE
 from s2s_jax.run_log import RunLog
 from s2s_jax.stopping import StopRequest
@@ -79,8 +80,8 @@ def init_states(net: model.Model, tx, seeds: list) -> train.TrainState:
 
 
 def step_keys(seeds: list) -> jax.Array:
-    """Per-seed train-step keys [K, 2]: PRNGKey(seed + 1), as train_and_evaluate uses."""
-    return jnp.stack([jax.random.PRNGKey(s + 1) for s in seeds])
+    """Per-seed train-step keys [K, 2]: prng.train_key, as train_and_evaluate uses."""
+    return jnp.stack([prng.train_key(s) for s in seeds])
 
 
 def make_seeds_step(net: model.Model, tx, schedule: str, sp, label_smoothing: float = 0.0):
@@ -97,7 +98,7 @@ class SeedBatches:
     """One training batch stream per seed, stacked: next() is {name: [K, B, ...]}."""
 
     def __init__(self, ds: data.Data, batch_size: int, seeds: list):
-        self.iterators = [data.train_iterator(ds, batch_size, s) for s in seeds]
+        self.iterators = [data.train_iterator(ds, batch_size, prng.data_seed(s)) for s in seeds]
 
     def __next__(self) -> dict:
         batches = [next(it) for it in self.iterators]

@@ -15,7 +15,7 @@ import optax
 from absl import logging
 
 from s2s_jax import (checkpoint, data, evaluation, host_memory, losses, model, parallel, plots,
-                     run_log, sampling)
+                     prng, run_log, sampling)
 from s2s_jax.run_log import RunLog
 from s2s_jax.stopping import StopRequest
 
@@ -126,7 +126,7 @@ def host_params(params):
 
 
 def init_state(net: model.Model, tx, seed: int) -> TrainState:
-    params = net.init(jax.random.PRNGKey(seed))
+    params = net.init(prng.init_key(seed))
     return TrainState(jnp.asarray(0, jnp.int32), params, tx.init(params))
 
 
@@ -183,7 +183,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                         out_shardings=(replicated, replicated))
 
     ckpt = checkpoint.Checkpoints(workdir, t.keep_checkpoints, t.best_metric)
-    batches = data.train_iterator(ds, t.batch_size, t.seed, pid, nproc)
+    batches = data.train_iterator(ds, t.batch_size, prng.data_seed(t.seed), pid, nproc)
     abstract = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
     restored = ckpt.restore(abstract)
@@ -196,7 +196,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     log.info(f"{sum(x.size for x in jax.tree_util.tree_leaves(state.params)):,} parameters, "
              f"{jax.device_count()} device(s), {nproc} process(es), steps {start}..{t.steps}")
 
-    rng = jax.random.PRNGKey(t.seed + 1)
+    rng = prng.train_key(t.seed)
     evaluate = lambda split: evaluation.evaluate(  # noqa: E731
         eval_step, state.params, data.eval_batches(ds, split, t.eval_batch_size, pid, nproc),
         ds.tgt_vocab, config.data.tokenizer, mesh, t.eval_max_examples)[0]

@@ -1,8 +1,8 @@
 """K seeds in one vmapped program give the per-seed results of K separate runs.
 
 The separate runs are built here from the same pieces train_and_evaluate uses (jitted
-train.init_state with PRNGKey(seed), train.make_train_step with PRNGKey(seed + 1), and the
-seed's own data.train_iterator), in-process. The command-line path (per-seed workdirs equal to
+train.init_state, train.make_train_step with prng.train_key(seed), and the seed's own
+data.train_iterator with prng.data_seed(seed)), in-process. The command-line path (per-seed workdirs equal to
 run.py's) is checked end to end in test_sweep.py.
 """
 import importlib.util
@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from s2s_jax import data, model, multiseed, train
+from s2s_jax import data, model, multiseed, prng, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEEDS = [0, 3]  # not 0..K-1, so a seed mixed up with its index would show
@@ -32,8 +32,8 @@ def _tiny_config():
 
 def _separate_run(c, ds, net, tx, step, seed):
     state = jax.jit(lambda: train.init_state(net, tx, seed))()
-    batches = data.train_iterator(ds, c.train.batch_size, seed)
-    rng = jax.random.PRNGKey(seed + 1)
+    batches = data.train_iterator(ds, c.train.batch_size, prng.data_seed(seed))
+    rng = prng.train_key(seed)
     losses = []
     for _ in range(STEPS):
         state, metrics = step(state, next(batches), rng)
