@@ -41,9 +41,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     s = c.sampling = ml_collections.ConfigDict()
     s.schedule = "inverse_sigmoid"  # constant | linear | exponential | inverse_sigmoid
     s.probability = 0.25  # constant value, or the cap the decaying schedules approach
-    s.k = 150.0  # linear: eps start; exponential: base (<1); inverse_sigmoid: k (>=1)
-    s.c = 1e-3  # linear: eps decrease per step
-    s.epsilon = 0.0  # linear: eps floor
+    # Each schedule's own parameters (s2s_jax/sampling.py); the others ignore them.
+    s.linear_start = 1.0  # linear: eps (the gold-token probability) at step 0
+    s.linear_slope = 1e-3  # linear: eps decrease per step (p reaches 0.25 at step 250)
+    s.linear_floor = 0.0  # linear: eps floor
+    s.exponential_base = 0.999  # exponential: eps = base ** step, base < 1 (0.25 at step 288)
+    s.inverse_sigmoid_k = 150.0  # inverse_sigmoid: eps = k / (k + exp(step / k)), k >= 1
 
     t = c.train = ml_collections.ConfigDict()
     t.seed = 0  # parameter init, dropout and sampling keys (folded with the step)
@@ -77,7 +80,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         m.update(emb=16, hidden=16)
         t.update(batch_size=16, steps=40, log_every=10, eval_every=20, checkpoint_every=20,
                  eval_batch_size=32, warmup_steps=5)
-        s.k = 10.0
+        s.inverse_sigmoid_k = 10.0
     elif arg:
         raise ValueError(f"unknown variant {arg!r} of experiments/default.py; use '' or 'tiny'")
     return c

@@ -6,7 +6,7 @@ Commands (from the repository root):
       --workdir=runs/schedules
   # one point by hand
   python run.py --config=experiments/schedules.py --sampling_schedule=linear \
-      --config.sampling.k=1 --sampling_probability=0.5 --workdir=runs/sched_linear_05
+      --sampling_probability=0.5 --workdir=runs/sched_linear_05
   # the same grid with the attention bridge
   python -m s2s_jax.sweep --config=experiments/schedules.py --workdir=runs/schedules_attention \
       --set=model.bridge=attention
@@ -25,8 +25,9 @@ Setting: the `dense` bridge (a fixed-size summary of the source, where exposure 
 the embedded `reverse` task, the bridges study's small model and 600 steps. Grid: teacher forcing
 (constant p = 0) plus each schedule of Bengio et al. 2015 ramping up to a cap p in {0.1, 0.25,
 0.5}, 13 points. Schedule parameters are chosen so every ramp reaches its cap within the first
-half of training: linear eps_i = 1 - 0.001 i (k = 1, c = 1e-3), exponential eps_i = 0.998^i,
-inverse sigmoid k = 60 (p = 0.25 at step ~180).
+half of training: linear eps_i = 1 - 0.001 i, exponential eps_i = 0.998^i, inverse sigmoid
+k = 60 (p = 0.25 at step ~180); each schedule reads its own fields, so they are set once and
+the grid varies the schedule and the cap.
 
 Outcome (measured, 2026-11-29; experiments/results/schedules.md; the README has the tables).
 The hypothesis before the run, that scheduled sampling at p = 0.1-0.25 narrows the exposure gap
@@ -63,8 +64,7 @@ import ml_collections
 from s2s_jax.config_files import load_config_file
 
 _DEFAULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py")
-# schedule -> its k (linear: eps start; exponential: decay base; inverse sigmoid: its k).
-SCHEDULE_PARAMS = {"constant": 60.0, "linear": 1.0, "exponential": 0.998, "inverse_sigmoid": 60.0}
+SCHEDULES = ["constant", "linear", "exponential", "inverse_sigmoid"]
 CAPS = [0.1, 0.25, 0.5]
 CONVERGED_CAPS = [0.1, 0.25]
 
@@ -79,7 +79,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
                          "use '', 'tiny', 'converged' or 'converged_output'")
     c = _default_config("tiny" if arg == "tiny" else "")
     c.model.bridge = "dense"
-    c.sampling.c = 1e-3  # linear: eps falls by 0.001 a step
+    # Every ramp reaches its cap within the first half of the 600 steps.
+    c.sampling.update(linear_start=1.0, linear_slope=1e-3, exponential_base=0.998,
+                      inverse_sigmoid_k=60.0)
     if arg != "tiny":
         c.model.update(emb=32, hidden=64)
         c.train.update(steps=600, eval_every=300, checkpoint_every=300, warmup_steps=50)
@@ -99,17 +101,14 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         else:  # ScheduledOutputTrainingHelper: the soft token softmax(logits) @ embedding
             c.model.sampling_mode = "output"
             feedback, values = "model.output_gradient", (False, True)
-        fields = ("sampling.schedule", "sampling.k", "sampling.probability", feedback)
-        points = [("constant", SCHEDULE_PARAMS["constant"], 0.0, values[0])]
-        points += [("inverse_sigmoid", SCHEDULE_PARAMS["inverse_sigmoid"], cap, value)
-                   for cap in CONVERGED_CAPS for value in values]
+        fields = ("sampling.schedule", "sampling.probability", feedback)
+        points = [("constant", 0.0, values[0])]
+        points += [("inverse_sigmoid", cap, value) for cap in CONVERGED_CAPS for value in values]
         c.sweep.axes = [(fields, points)]
         c.sweep.seeds = 8  # the differences are about one seed-to-seed standard deviation
         return c
-    # A schedule's k only makes sense with that schedule, so (schedule, k, cap) vary together:
-    # one axis over a tuple of fields, each value a tuple (s2s_jax/grid.py). Teacher forcing is
-    # one point, not one per schedule.
-    points = [("constant", SCHEDULE_PARAMS["constant"], 0.0)]
-    points += [(name, k, cap) for name, k in SCHEDULE_PARAMS.items() for cap in CAPS]
-    c.sweep.axes = [(("sampling.schedule", "sampling.k", "sampling.probability"), points)]
+    # Teacher forcing is one point, not one per schedule, so (schedule, cap) vary together: one
+    # axis over a tuple of fields, each value a tuple (s2s_jax/grid.py).
+    points = [("constant", 0.0)] + [(name, cap) for name in SCHEDULES for cap in CAPS]
+    c.sweep.axes = [(("sampling.schedule", "sampling.probability"), points)]
     return c

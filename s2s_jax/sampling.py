@@ -3,17 +3,19 @@
 Schedules follow Bengio et al. 2015, "Scheduled Sampling for Sequence Prediction with Recurrent
 Neural Networks", which decay eps_i, the probability of feeding the *gold* token at training step
 i. We return the probability of feeding the model's own output, 1 - eps_i, capped at
-`probability` (so a schedule can ramp up to, say, 0.25 and stay there):
+`probability` (so a schedule can ramp up to, say, 0.25 and stay there). Each schedule has its
+own parameters (config fields `sampling.<name>_<parameter>`), with defaults that reach a cap of
+0.25 within the first few hundred steps:
 
 - constant:         p_i = probability
-- linear:           eps_i = max(epsilon, k - c * i)
-- exponential:      eps_i = k ** i                      (k < 1)
-- inverse_sigmoid:  eps_i = k / (k + exp(i / k))        (k >= 1)
+- linear:           eps_i = max(linear_floor, linear_start - linear_slope * i)
+- exponential:      eps_i = exponential_base ** i                      (base < 1)
+- inverse_sigmoid:  eps_i = k / (k + exp(i / k)), k = inverse_sigmoid_k  (k >= 1)
 
 Every schedule is a pure function of a traced step, so moving along it never recompiles.
 """
 import math
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -23,9 +25,11 @@ from s2s_jax.cells import dense, dense_init
 
 class ScheduleParams(NamedTuple):
     probability: float = 0.25  # constant value, or the cap of the decaying schedules
-    k: float = 1.0  # linear: start of eps; exponential: decay base; inverse_sigmoid: its k
-    c: float = 1e-4  # linear: slope of eps per step
-    epsilon: float = 0.0  # linear: floor of eps
+    linear_start: float = 1.0  # linear: eps at step 0 (1: teacher forcing at the start)
+    linear_slope: float = 1e-3  # linear: eps falls by this much a step (p = 0.25 at step 250)
+    linear_floor: float = 0.0  # linear: eps never falls below this
+    exponential_base: float = 0.999  # exponential: eps = base ** step (p = 0.25 at step 288)
+    inverse_sigmoid_k: float = 150.0  # inverse sigmoid: its k (p = 0.25 at step 587)
 
 
 def _constant(step, sp: ScheduleParams):
@@ -33,15 +37,16 @@ def _constant(step, sp: ScheduleParams):
 
 
 def _linear(step, sp: ScheduleParams):
-    return 1.0 - jnp.maximum(sp.epsilon, sp.k - sp.c * step)
+    return 1.0 - jnp.maximum(sp.linear_floor, sp.linear_start - sp.linear_slope * step)
 
 
 def _exponential(step, sp: ScheduleParams):
-    return 1.0 - jnp.power(sp.k, step)
+    return 1.0 - jnp.power(sp.exponential_base, step)
 
 
 def _inverse_sigmoid(step, sp: ScheduleParams):
-    return 1.0 - sp.k / (sp.k + jnp.exp(step / sp.k))
+    k = sp.inverse_sigmoid_k
+    return 1.0 - k / (k + jnp.exp(step / k))
 
 
 SCHEDULES = {
@@ -58,13 +63,37 @@ def check_schedule(name: str, sp: ScheduleParams) -> None:
         raise ValueError(f"unknown sampling schedule {name!r}; choose one of {sorted(SCHEDULES)}")
     if not 0.0 <= sp.probability <= 1.0:
         raise ValueError(f"--sampling_probability must lie in [0, 1], got {sp.probability}")
-    if name == "exponential" and not 0.0 < sp.k < 1.0:
-        raise ValueError(f"the exponential schedule needs 0 < k < 1 (eps = k**step), got k={sp.k}")
-    if name == "inverse_sigmoid" and sp.k < 1.0:
-        raise ValueError(f"the inverse_sigmoid schedule needs k >= 1, got k={sp.k}")
-    if name == "linear" and (sp.c < 0.0 or not 0.0 <= sp.epsilon <= 1.0):
-        raise ValueError(f"the linear schedule needs c >= 0 (eps falls by c a step) and "
-                         f"0 <= epsilon <= 1 (its floor), got c={sp.c}, epsilon={sp.epsilon}")
+    if name == "exponential" and not 0.0 < sp.exponential_base < 1.0:
+        raise ValueError(f"the exponential schedule needs 0 < --config.sampling.exponential_base "
+                         f"< 1 (eps = base**step), got {sp.exponential_base}")
+    if name == "inverse_sigmoid" and sp.inverse_sigmoid_k < 1.0:
+        raise ValueError(f"the inverse_sigmoid schedule needs --config.sampling.inverse_sigmoid_k "
+                         f">= 1, got {sp.inverse_sigmoid_k}")
+    if name == "linear" and (sp.linear_slope < 0.0 or not 0.0 <= sp.linear_floor <= 1.0):
+        raise ValueError(f"the linear schedule needs --config.sampling.linear_slope >= 0 (eps "
+                         f"falls by it a step) and 0 <= linear_floor <= 1 (its floor), got "
+                         f"linear_slope={sp.linear_slope}, linear_floor={sp.linear_floor}")
+
+
+def flat_schedule_warning(name: str, sp: ScheduleParams, steps: int) -> Optional[str]:
+    """A one-line warning when a decaying schedule does not move during `steps` training steps:
+    below 1% of its cap throughout (teacher forcing in effect, though a cap above 0 asks for
+    sampling) or at its cap from step 0. None when it ramps, for the constant schedule and for
+    a cap of 0, which mean what they say. Schedules never decrease, so two points decide."""
+    if name == "constant" or sp.probability == 0.0 or steps < 1:
+        return None
+    first, last = (float(probability_at(name, i, sp)) for i in (0, steps - 1))
+    fields = {"linear": "--config.sampling.linear_slope (or linear_start)",
+              "exponential": "--config.sampling.exponential_base",
+              "inverse_sigmoid": "--config.sampling.inverse_sigmoid_k"}[name]
+    if last < 0.01 * sp.probability:
+        return (f"the {name} schedule stays below 1% of its cap {sp.probability} for all {steps} "
+                f"steps (p = {last:.2g} at the last one: teacher forcing in effect); change "
+                f"{fields} or --steps")
+    if first >= float(jnp.float32(sp.probability)):  # probability_at rounds to float32
+        return (f"the {name} schedule is at its cap {sp.probability} from step 0 (a constant "
+                f"schedule); change {fields} for a ramp, or use --sampling_schedule=constant")
+    return None
 
 
 def probability_at(name: str, step, sp: ScheduleParams):

@@ -36,9 +36,14 @@ def model_config(config, src_vocab: int, tgt_vocab: int) -> model.ModelConfig:
 
 
 def schedule_params(config) -> sampling.ScheduleParams:
+    """The checked schedule parameters; warns (one line) when the schedule never moves in
+    config.train.steps, which a run would otherwise spend without saying so."""
     s = config.sampling
-    sp = sampling.ScheduleParams(probability=s.probability, k=s.k, c=s.c, epsilon=s.epsilon)
+    sp = sampling.ScheduleParams(**{f: s[f] for f in sampling.ScheduleParams._fields})
     sampling.check_schedule(s.schedule, sp)
+    warning = sampling.flat_schedule_warning(s.schedule, sp, config.train.steps)
+    if warning:
+        logging.warning("%s", warning)
     return sp
 
 

@@ -252,7 +252,8 @@ def test_a_corrupted_latest_checkpoint_is_skipped_for_the_previous(tmp_path):
     (["--bridge=copy", "--bidirectional=false", "--config.model.decoder_hidden=7"],
      "--bridge=dense"),
     (["--dataset=nope"], "error: unknown dataset 'nope'"),
-    (["--sampling_schedule=exponential", "--config.sampling.k=3"], "0 < k < 1"),
+    (["--sampling_schedule=exponential", "--config.sampling.exponential_base=3"],
+     "0 < --config.sampling.exponential_base < 1"),
 ])
 def test_bad_input_is_one_line_and_exit_status_2(tmp_path, flags, message):
     """Flags that do not parse too: absl alone would print two lines and exit 1, and

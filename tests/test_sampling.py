@@ -11,12 +11,14 @@ from s2s_jax.sampling import ScheduleParams
 
 @pytest.mark.parametrize("name,sp,step,want", [
     ("constant", ScheduleParams(0.3), 12345, 0.3),
-    ("linear", ScheduleParams(1.0, k=1.0, c=1e-3, epsilon=0.2), 0, 0.0),
-    ("linear", ScheduleParams(1.0, k=1.0, c=1e-3, epsilon=0.2), 500, 0.5),
-    ("linear", ScheduleParams(1.0, k=1.0, c=1e-3, epsilon=0.2), 5000, 0.8),  # eps floor
-    ("linear", ScheduleParams(0.25, k=1.0, c=1e-3), 500, 0.25),  # cap
-    ("exponential", ScheduleParams(1.0, k=0.99), 100, 1 - 0.99 ** 100),
-    ("inverse_sigmoid", ScheduleParams(1.0, k=100.0), 300, 1 - 100 / (100 + math.exp(3.0))),
+    ("linear", ScheduleParams(1.0, linear_slope=1e-3, linear_floor=0.2), 0, 0.0),
+    ("linear", ScheduleParams(1.0, linear_slope=1e-3, linear_floor=0.2), 500, 0.5),
+    ("linear", ScheduleParams(1.0, linear_slope=1e-3, linear_floor=0.2), 5000, 0.8),  # floor
+    ("linear", ScheduleParams(1.0, linear_start=0.9, linear_slope=1e-3), 100, 0.2),  # start
+    ("linear", ScheduleParams(0.25, linear_slope=1e-3), 500, 0.25),  # cap
+    ("exponential", ScheduleParams(1.0, exponential_base=0.99), 100, 1 - 0.99 ** 100),
+    ("inverse_sigmoid", ScheduleParams(1.0, inverse_sigmoid_k=100.0), 300,
+     1 - 100 / (100 + math.exp(3.0))),
 ])
 def test_schedules_follow_bengio_et_al(name, sp, step, want):
     np.testing.assert_allclose(sampling.probability_at(name, step, sp), want, rtol=1e-5, atol=1e-6)
@@ -24,7 +26,7 @@ def test_schedules_follow_bengio_et_al(name, sp, step, want):
 
 @pytest.mark.parametrize("name", sorted(sampling.SCHEDULES))
 def test_schedules_are_monotone_bounded_and_traced(name):
-    sp = ScheduleParams(0.6, k=0.999 if name == "exponential" else 200.0, c=1e-3)
+    sp = ScheduleParams(0.6, inverse_sigmoid_k=200.0)
     traces = []
 
     @jax.jit
@@ -38,16 +40,46 @@ def test_schedules_are_monotone_bounded_and_traced(name):
 
 
 def test_bad_schedule_parameters_are_rejected():
-    with pytest.raises(ValueError, match="0 < k < 1"):
-        sampling.check_schedule("exponential", ScheduleParams(1.0, k=2.0))
+    with pytest.raises(ValueError, match="0 < --config.sampling.exponential_base < 1"):
+        sampling.check_schedule("exponential", ScheduleParams(1.0, exponential_base=2.0))
+    with pytest.raises(ValueError, match="inverse_sigmoid_k >= 1"):
+        sampling.check_schedule("inverse_sigmoid", ScheduleParams(1.0, inverse_sigmoid_k=0.5))
     with pytest.raises(ValueError, match=r"\['constant', 'exponential'"):
         sampling.check_schedule("cosine", ScheduleParams())
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         sampling.check_schedule("constant", ScheduleParams(1.5))
-    for bad in (ScheduleParams(0.5, c=-1e-3), ScheduleParams(0.5, epsilon=-0.1)):
-        with pytest.raises(ValueError, match="the linear schedule needs c >= 0"):
+    for bad in (ScheduleParams(0.5, linear_slope=-1e-3), ScheduleParams(0.5, linear_floor=-0.1)):
+        with pytest.raises(ValueError, match="linear_slope >= 0"):
             sampling.check_schedule("linear", bad)
-    sampling.check_schedule("linear", ScheduleParams(0.5, c=0.0, epsilon=1.0))  # the bounds
+    sampling.check_schedule("linear", ScheduleParams(0.5, linear_slope=0.0, linear_floor=1.0))
+
+
+@pytest.mark.parametrize("name", ["linear", "exponential", "inverse_sigmoid"])
+def test_default_parameters_ramp_each_schedule_to_its_cap_in_a_default_run(name):
+    # One k served three schedules once; its default fitted only the inverse sigmoid, and
+    # --sampling_schedule=linear alone ran teacher forcing for 149,000 steps.
+    sp = ScheduleParams(0.25)
+    assert float(sampling.probability_at(name, 0, sp)) < 0.25
+    assert float(sampling.probability_at(name, 1499, sp)) == pytest.approx(0.25)  # the default run
+    assert sampling.flat_schedule_warning(name, sp, 1500) is None
+
+
+@pytest.mark.parametrize("name,sp,steps,says", [
+    ("linear", ScheduleParams(0.25, linear_slope=0.0), 1500, "stays below 1% of its cap 0.25"),
+    ("linear", ScheduleParams(0.25, linear_start=150.0), 1500, "p = 0 at the last one"),  # k=150
+    ("linear", ScheduleParams(0.25, linear_start=0.5), 1500, "at its cap 0.25 from step 0"),
+    ("exponential", ScheduleParams(0.1, exponential_base=0.99999), 100, "stays below 1%"),
+    ("inverse_sigmoid", ScheduleParams(0.25, inverse_sigmoid_k=1e6), 100, "stays below 1%"),
+    ("inverse_sigmoid", ScheduleParams(0.25, inverse_sigmoid_k=1.0), 100, "at its cap 0.25"),
+])
+def test_a_schedule_that_never_moves_gets_one_warning_line(name, sp, steps, says):
+    warning = sampling.flat_schedule_warning(name, sp, steps)
+    assert says in warning and "\n" not in warning and "--config.sampling." in warning
+
+
+def test_no_warning_for_what_means_what_it_says():
+    assert sampling.flat_schedule_warning("constant", ScheduleParams(0.25), 100) is None
+    assert sampling.flat_schedule_warning("linear", ScheduleParams(0.0), 100) is None  # forcing
 
 
 def test_draws_hit_p_within_bounds_and_are_independent():
