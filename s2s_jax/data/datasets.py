@@ -26,14 +26,9 @@ class Dataset(NamedTuple):
 
 
 DATASETS = {
-    "addition": Dataset(
-        functools.partial(synthetic.load, "addition"),
-        "sum of two numbers: '3 4 7 + 5 9' -> '4 0 6'",
-    ),
-    "copy": Dataset(functools.partial(synthetic.load, "copy"), "copy the symbols"),
     "parallel_text": Dataset(parallel_text.load, "local source<TAB>target files"),
-    "reverse": Dataset(functools.partial(synthetic.load, "reverse"), "reverse the symbols"),
-    "sort": Dataset(functools.partial(synthetic.load, "sort"), "sort the symbols"),
+    **{task: Dataset(functools.partial(synthetic.load, task), entry.description)
+       for task, entry in synthetic.TASKS.items()},
 }
 # 'tfds:NAME/CONFIG' names a TFDS catalog dataset; see catalog.py.
 
@@ -61,7 +56,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.synthetic.num_test = 500  # test examples (sources never in valid or train when avoidable)
     c.synthetic.min_length = 3  # fewest source tokens (addition: at least 3, 'd + d')
     c.synthetic.max_length = 12  # most source tokens; keep <= max_len or examples are dropped
-    c.synthetic.alphabet_size = 20  # symbols 'a'..'t' for reverse/copy/sort (addition: digits)
+    c.synthetic.alphabet_size = 20  # symbols 'a'..'t' for reverse/copy/sort (addition: digits;
+    # translate: source words, e.g. 4000 with lengths 3..45 for real-text shapes)
     c.synthetic.seed = 0  # generation seed; part of the prepared dataset's name
     return c
 
