@@ -67,7 +67,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c = _default_config(arg)  # the default experiment's fields; `tiny` has its tiny sizes
     if not arg:
         c.model.update(emb=32, hidden=64)  # decoder_hidden=0: 128 (256 for concat)
-        c.sampling.inverse_sigmoid_k = 60.0  # inverse sigmoid reaches the 0.25 cap at step 180 of 1500
+        c.sampling.inverse_sigmoid_k = 60.0  # reaches the 0.25 cap at step 180 of 1500
         c.train.update(steps=1500, eval_every=500, checkpoint_every=500, warmup_steps=50)
 
     c.sweep = ml_collections.ConfigDict()

@@ -47,7 +47,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.model.dropout = 0.1  # only acts between stacked layers
     if not arg:
         c.model.update(emb=32, hidden=64)
-        c.sampling.inverse_sigmoid_k = 60.0  # inverse sigmoid reaches the 0.25 cap at step 180 of 600
+        c.sampling.inverse_sigmoid_k = 60.0  # reaches the 0.25 cap at step 180 of 600
         c.train.update(steps=600, eval_every=300, checkpoint_every=300, warmup_steps=50)
 
     c.sweep = ml_collections.ConfigDict()

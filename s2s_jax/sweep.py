@@ -13,7 +13,7 @@ The grid comes from the config's `sweep` section (see experiments/bridges.py):
   sweep.axes     [(field, values), ...]: `field` is a dotted config field ('model.bridge') and
                  the grid is the product of the axes. A tuple of fields makes one axis over
                  settings that only make sense together, each value a tuple with one entry per
-                 field, e.g. (('sampling.schedule', 'sampling.probability'), [('linear', 0.1), ...]).
+                 field, e.g. (('sampling.schedule', 'sampling.probability'), [('linear', 0.1)]).
   sweep.metrics  final test metrics to tabulate ('exact_match', 'bleu', ...).
   sweep.seeds    the default of --seeds.
   sweep.baseline optional [(field, value), ...] naming one grid point by its axis values, e.g.

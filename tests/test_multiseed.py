@@ -2,8 +2,8 @@
 
 The separate runs are built here from the same pieces train_and_evaluate uses (jitted
 train.init_state, train.make_train_step with prng.train_key(seed), and the seed's own
-data.train_iterator with prng.data_seed(seed)), in-process. The command-line path (per-seed workdirs equal to
-run.py's) is checked end to end in test_sweep.py.
+data.train_iterator with prng.data_seed(seed)), in-process. The command-line path (per-seed
+workdirs equal to run.py's) is checked end to end in test_sweep.py.
 """
 import importlib.util
 import os
