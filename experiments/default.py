@@ -53,6 +53,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     t = c.train = ml_collections.ConfigDict()
     t.seed = 0  # parameter init, dropout and sampling keys (folded with the step)
     t.batch_size = 64  # global batch, split over all devices and hosts
+    t.batch_type = "sentences"  # what batch_size counts: sentences | tokens (the padded target
+    # positions a batch may hold, so long-sentence buckets take fewer rows: OpenNMT-py's)
     t.steps = 1500  # optimizer steps
     t.learning_rate = 3e-3  # peak learning rate (Adam)
     t.warmup_steps = 100  # linear warm-up to the peak
@@ -88,6 +90,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.data.synthetic.update(num_train=29000, num_valid=1000, num_test=1000, min_length=3,
                                 max_length=45, alphabet_size=4000)  # mean 13.7 words, 4k words
         c.data.max_len = 64  # sources up to 45 words, their targets up to about 60
+        c.data.buckets = "auto"  # batches of 8, 16, ... 64 positions: real text is mostly short
         t.update(batch_size=128, best_metric="bleu")
     elif arg:
         raise ValueError(f"unknown variant {arg!r} of experiments/default.py; use '', 'tiny' "

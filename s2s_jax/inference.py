@@ -117,6 +117,7 @@ def predict(config, workdir: str, input_path: str, output_path: str, nbest: int 
             logging.warning("%s:%d has more than %d tokens; only the first %d are read",
                             input_path, number, max_len, max_len)
     steps = max_len + 1
+    buckets = data.shape_buckets(config.data.get("buckets", ""), max_len)  # one compile each
     params = train.host_params(params)
     decode = jax.jit(lambda p, x, n: net.decode_beam(p, x, n, steps, beam_size, t.length_penalty,
                                                      t.length_alpha))
@@ -124,7 +125,8 @@ def predict(config, workdir: str, input_path: str, output_path: str, nbest: int 
     results = []
     for start in range(0, len(lines), chunk):
         part = lines[start:start + chunk]
-        enc = data.encode_batch(src_vocab, part + [""] * (chunk - len(part)), tokenizer, max_len)
+        enc = data.encode_batch(src_vocab, part + [""] * (chunk - len(part)), tokenizer, max_len,
+                                buckets)
         tokens, scores = jax.device_get(decode(params, enc["inputs"], enc["inputs_len"]))
         for row in range(len(part)):
             empty = enc["inputs_len"][row] == 0

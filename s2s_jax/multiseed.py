@@ -102,6 +102,8 @@ class SeedBatches:
 
     def __next__(self) -> dict:
         batches = [next(it) for it in self.iterators]
+        width = max(b["inputs"].shape[1] for b in batches)  # seeds may be in different buckets
+        batches = [data.pad_batch(b, width) for b in batches]
         return {name: np.stack([b[name] for b in batches]) for name in batches[0]}  # [K, B, ...]
 
     def get_state(self, k: int) -> dict:
@@ -252,6 +254,10 @@ def train_and_evaluate_seeds(config, seeds: list, workdir: str) -> dict:
     if config.parallel.num_processes > 1 or config.parallel.coordinator_address:
         raise ValueError("multiseed runs on one device; drop the multi-host flags, or run the "
                          "seeds separately (the sweep without --vmap)")
+    if config.train.get("batch_type", "sentences") != "sentences":
+        raise ValueError("the vmapped seeds need --config.train.batch_type=sentences (batches by "
+                         "tokens differ in shape between seeds); run the seeds separately (the "
+                         "sweep without --vmap)")
     if len(set(seeds)) != len(seeds) or not seeds or min(seeds) < 0:
         raise ValueError(f"--seeds must be distinct, at least 0 and not empty, got {seeds}")
     device = jax.devices()[0]

@@ -58,6 +58,9 @@ def check_train(t) -> None:
     for name in _AT_LEAST_ONE:
         if t[name] < 1:
             raise ValueError(f"--config.train.{name} must be at least 1, got {t[name]}")
+    if t.get("batch_type", "sentences") not in data.BATCH_TYPES:
+        raise ValueError(f"unknown --config.train.batch_type={t.batch_type!r}; choose one of "
+                         f"{sorted(data.BATCH_TYPES)}")
     if t.seed < 0:
         raise ValueError(f"--seed must be at least 0 (numpy draws the data order from it), got "
                          f"{t.seed}")
@@ -165,7 +168,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     run_log.make_workdir(workdir)
     run_log.check_resumes(workdir, config)  # before the data writes its vocabularies there
     mesh = parallel.make_mesh()
-    parallel.check_batch_size(t.batch_size)
+    batch_type = t.get("batch_type", "sentences")
+    if batch_type == "sentences":  # by tokens, each bucket's rows are a multiple of the devices
+        parallel.check_batch_size(t.batch_size)
     parallel.check_batch_size(t.eval_batch_size, "--config.train.eval_batch_size")
     pid, nproc = jax.process_index(), jax.process_count()
     ds = data.load_data(config.data, workdir)
@@ -188,7 +193,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                         out_shardings=(replicated, replicated))
 
     ckpt = checkpoint.Checkpoints(workdir, t.keep_checkpoints, t.best_metric)
-    batches = data.train_iterator(ds, t.batch_size, prng.data_seed(t.seed), pid, nproc)
+    batches = data.train_iterator(ds, t.batch_size, prng.data_seed(t.seed), pid, nproc,
+                                  batch_type=batch_type, multiple=jax.local_device_count())
     abstract = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
     restored = ckpt.restore(abstract)

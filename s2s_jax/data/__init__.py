@@ -8,10 +8,12 @@ Typical use:
 
 from s2s_jax.data.datasets import Data, Dataset, DATASETS, default_config, load_data
 from s2s_jax.data.errors import DataError
-from s2s_jax.data.pipeline import encode_batch, EncodedSplit, eval_batches, train_iterator
+from s2s_jax.data.pipeline import (BATCH_TYPES, encode_batch, EncodedSplit, eval_batches, pad_batch,
+                                   shape_buckets, train_iterator)
 from s2s_jax.data.vocab import tokenize, Vocab
 
 __all__ = [
+    "BATCH_TYPES",
     "Data",
     "DataError",
     "Dataset",
@@ -22,6 +24,8 @@ __all__ = [
     "eval_batches",
     "load_data",
     "tokenize",
+    "pad_batch",
+    "shape_buckets",
     "train_iterator",
     "Vocab",
 ]

@@ -10,7 +10,7 @@ import ml_collections
 
 from s2s_jax.data import catalog, parallel_text, synthetic
 from s2s_jax.data.errors import DataError
-from s2s_jax.data.pipeline import encode_split, EncodedSplit
+from s2s_jax.data.pipeline import encode_split, EncodedSplit, shape_buckets
 from s2s_jax.data.text_split import TextSplit
 from s2s_jax.data.vocab import TOKENIZERS, Vocab
 
@@ -44,6 +44,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.valid_fraction = 0.05  # share of train carved (fixed seed) when there is no validation split
     c.tokenizer = "word"  # 'word' (whitespace) or 'char'; synthetic tasks need 'word'
     c.max_len = 16  # S: most tokens per side; the target gets T = max_len + 1 slots (eos)
+    c.buckets = ""  # batch shapes: '' = [B, max_len] always; 'auto' = multiples of 8 up to
+    # max_len; or increasing lengths ending with max_len ('8,16,32,64'): one compile each
     c.on_long = "drop"  # longer examples: 'drop' (counted warning) or 'error' (DataError)
     c.min_freq = 1  # vocabulary keeps tokens seen at least this often in train
     c.max_vocab = 0  # vocabulary size including the 4 specials; 0 = unlimited
@@ -69,13 +71,15 @@ class Data(NamedTuple):
       src_vocab: source vocabulary (V_src = len(src_vocab)).
       tgt_vocab: target vocabulary.
       splits: 'train', 'valid', 'test' -> EncodedSplit (random access, len()).
-      max_len: S; targets have T = max_len + 1 positions.
+      max_len: the longest side an example may have; targets have one more position.
+      buckets: the batches' shape buckets (pipeline.shape_buckets), ending with max_len.
     """
 
     src_vocab: Vocab
     tgt_vocab: Vocab
     splits: dict[str, EncodedSplit]
     max_len: int
+    buckets: tuple = ()
 
 
 def _with_defaults(cfg) -> ml_collections.ConfigDict:
@@ -132,6 +136,7 @@ def load_data(cfg, workdir: str | None) -> Data:
         raise DataError(f"unknown tokenizer {cfg.tokenizer!r}; choose one of {sorted(TOKENIZERS)}")
     if cfg.max_len < 1:
         raise DataError(f"max_len={cfg.max_len} must be at least 1")
+    buckets = shape_buckets(cfg.buckets, int(cfg.max_len))  # bad lists fail before any work
     data_dir = os.fspath(cfg.data_dir) or (
         os.path.join(workdir, "tfds") if workdir else tempfile.mkdtemp(prefix="s2s_tfds_")
     )
@@ -163,4 +168,4 @@ def load_data(cfg, workdir: str | None) -> Data:
         len(src_vocab),
         len(tgt_vocab),
     )
-    return Data(src_vocab, tgt_vocab, splits, int(cfg.max_len))
+    return Data(src_vocab, tgt_vocab, splits, int(cfg.max_len), buckets)
