@@ -107,3 +107,16 @@ def test_multiseed_benchmark_runs_each_side_in_its_own_process_with_its_malloc_m
     assert row["k"] == 2 and len(row["sequential_runs_s"]) == len(row["vmapped_runs_s"]) == 1
     assert row["sequential_s"] > 0 and row["vmapped_s"] > 0
     assert row["max_loss_diff"] < 1e-4  # both sides trained the same seeds on the same batches
+
+
+def test_real_length_benchmark_prints_real_tokens_and_compiles_no_more_after_warmup(tmp_path):
+    side = "tokens"  # buckets and token batches: the side that uses both
+    lines = [" ".join(f"w{(i * j) % 9}" for j in range(1 + i % 17)) for i in range(80)]
+    train = tmp_path / "train.tsv"
+    train.write_text("".join(f"{x}\t{x}\n" for x in lines))
+    row = _run("real_length.py", f"--side={side}", "--steps=3", "--hidden=8", "--emb=8",
+               "--batch_size=8", f"--train_file={train}", "--max_len=24",
+               f"--data_dir={tmp_path / 'tfds'}")
+    assert row["side"] == side and row["steps"] == 3 and row["real_tokens_per_s"] > 0
+    assert row["shapes_compiled"] >= 2 and row["compiles_after_warmup"] == 0
+    assert 0 <= row["padded_share"] < 1 and row["cpu"] == common.cpu_model()
