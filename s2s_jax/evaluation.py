@@ -26,7 +26,7 @@ def make_eval_step(model, beam_size: int = 1, penalty: str = "gnmt", alpha: floa
         mask = losses.target_mask(targets, lengths)  # [B, T]
         tokens = jnp.sum(mask)
         greedy = model.decode_greedy(params, batch["inputs"], batch["inputs_len"],
-                                     targets.shape[1])
+                                     targets.shape[1], aux_inputs=batch.get("aux_inputs"))
         predicted = jnp.argmax(greedy.logits, axis=-1).astype(jnp.int32)  # [B, T]
         if beam_size > 1:
             beams, _ = model.decode_beam(params, batch["inputs"], batch["inputs_len"],
