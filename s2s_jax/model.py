@@ -58,8 +58,8 @@ class ModelConfig:
         if self.decoder_hidden:
             return self.decoder_hidden
         # The encoder output width, so `copy` and dot attention fit; `concat` (also as the
-        # attention bridge's initial state) gets twice that, so the decoder state holds the
-        # encoder state and a projection of the same size.
+        # attention bridge's initial state) gets twice that, so each decoder state tensor holds
+        # its encoder tensor and a projection of the same size.
         concat = self.bridge == "concat" or (self.bridge == "attention"
                                              and self.attention_init == "concat")
         return self.directions * self.hidden * (2 if concat else 1)
