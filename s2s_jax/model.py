@@ -40,7 +40,7 @@ class ModelConfig:
     temperature: float = 1.0  # of the categorical sample / soft embedding
     next_inputs: str = "softmax_embedding"  # output mode: sampling.NEXT_INPUTS
     output_gradient: bool = False  # output mode: gradients through the fed-back vector
-    aux_dim: int = 0  # width of optional batch['aux_inputs'] [B, T, A]
+    aux_dim: int = 0  # width of batch['aux_inputs'] [B, T, A], then required (Python API only)
     # Activations and matmuls; parameters (and so gradients and optimizer state) stay float32.
     # 'bfloat16' suits accelerators and CPUs with bf16 matrix units (AMX); logits come out in it.
     compute_dtype: str = "float32"
