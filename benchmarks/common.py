@@ -135,9 +135,10 @@ def forward_matmul_flops(batch, src_len, tgt_len, vocab, emb, hidden, dec_hidden
     # Bridge.
     if bridge == "dense":
         flops += 2 * b * state_total * dec_total
-    elif bridge in ("concat", "attention"):  # attention starts from attention_init=dense
-        out = dec_total - state_total if bridge == "concat" else dec_total
-        flops += 2 * b * state_total * out
+    elif bridge == "concat":  # each state tensor [h] projected to [hd - h]
+        flops += 2 * b * state_total * (hd - h)
+    elif bridge == "attention":  # attention starts from attention_init=dense
+        flops += 2 * b * state_total * dec_total
     context = h if bridge == "attention" else 0
     fixed = state_total if bridge == "concat_inputs" else 0
     # Decoder: layer-0 input is [emb ; context ; fixed], every target step.

@@ -9,7 +9,7 @@ work, spinning made steps 2x slower, and tiny models 100x slower):
 - encoder: nn.Embedding + nn.LSTM/nn.GRU (fused, all layers) over the whole source;
 - bridges (s2s_jax.bridges.BRIDGES): zero; copy (the encoder final state as it is); dense
   (tanh(Linear) of the encoder final state, all (c, h) of all layers concatenated, split over the
-  decoder state); concat ([state ; tanh(Linear(state))]); attention (dense initial state, then
+  decoder state); concat ([x ; tanh(Linear(x))] for each layer's state tensor x); attention (dense initial state, then
   Bahdanau attention over the encoder outputs at every step, query = previous top h, context
   concatenated to the input and to the output); concat_inputs (zero initial state, the flattened
   encoder state concatenated to every decoder input);
@@ -68,8 +68,9 @@ class Seq2Seq(nn.Module):
             raise ValueError("bridge 'copy' needs equal encoder and decoder states")
         if bridge in ("dense", "attention"):
             self.proj = nn.Linear(enc_total, dec_total)
-        elif bridge == "concat":
-            self.proj = nn.Linear(enc_total, dec_total - enc_total)
+        elif bridge == "concat":  # one projection per layer and state tensor
+            self.proj = nn.ModuleList([nn.Linear(hidden, dec_hidden - hidden)
+                                       for _ in range(layers * self.tensors)])
         context = hidden if bridge == "attention" else 0
         fixed = enc_total if bridge == "concat_inputs" else 0
         if bridge == "attention":
@@ -112,7 +113,9 @@ class Seq2Seq(nn.Module):
         elif self.bridge in ("dense", "attention"):
             state = self._split_state(torch.tanh(self.proj(flat)))
         elif self.bridge == "concat":
-            state = self._split_state(torch.cat([flat, torch.tanh(self.proj(flat))], -1))
+            parts = torch.split(flat, self.hidden, dim=-1)  # _flat_state's tensors, in order
+            state = self._split_state(torch.cat(
+                [torch.cat([x, torch.tanh(p(x))], -1) for x, p in zip(parts, self.proj)], -1))
         else:  # concat_inputs
             state = self._split_state(flat.new_zeros(batch, self.layers * self.tensors *
                                                      self.dec_hidden))

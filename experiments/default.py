@@ -37,7 +37,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     m.sampling_mode = "embedding"  # embedding (sampled token ids) | output (fed-back vectors)
     m.sample_from = "categorical"  # embedding mode: categorical | argmax
     m.temperature = 1.0  # categorical sampling / soft embedding temperature
-    m.next_inputs = "softmax_embedding"  # output mode: softmax_embedding | dense
+    m.next_inputs = "softmax_embedding"  # output mode, of the logits: softmax_embedding | dense |
+    # identity (TF's next_inputs_fn=None; needs emb == the target vocabulary size)
     m.output_gradient = False  # output mode: backpropagate through the fed-back vector
 
     s = c.sampling = ml_collections.ConfigDict()

@@ -7,9 +7,12 @@ optionally, a vector concatenated to the decoder input at every step. Entries of
 - `zero`: zeros; the decoder sees the source only through attention, if at all (baseline).
 - `copy`: the encoder final state as it is; needs identical structures.
 - `dense`: tanh(Dense(all encoder state tensors concatenated)), split over the decoder tensors.
-- `concat`: [encoder state ; tanh(Dense(encoder state))], the projection sized so that the whole
-  vector fills the decoder state exactly, then split over the decoder tensors. The raw state
-  reaches the decoder unchanged, the projection adds learned features.
+- `concat`: layer by layer and tensor by tensor, [x ; tanh(Dense(x))] for each encoder state
+  tensor x (an LSTM's c and h, a GRU's h), the projection as wide as the decoder tensor minus
+  the encoder's. Each raw tensor reaches the decoder unchanged in the same layer and slot (c into
+  c, the top h, the attention query, into the top h), the projection adds learned features. It
+  needs the same layers and state tensors on both sides and a wider decoder: the default
+  decoder width (`decoder_hidden=0`) is twice the encoder's, a projection as wide as the state.
 - `attention`: initial state from the bridge named by `attention_init`; the decoder then attends
   over all encoder outputs at every step (see decoders.py and attention.py).
 - `concat_inputs`: zero initial state; the flattened encoder state is concatenated to the decoder
@@ -115,21 +118,33 @@ def _dense_apply(params, enc_state, dec, attention_init):
 # --- concat ----------------------------------------------------------------------------------
 def _concat_init(rng, enc, dec, attention_init):
     del attention_init
-    extra = dec.total - enc.total
+    if (enc.layers, enc.names) != (dec.layers, dec.names):
+        raise ValueError(
+            f"bridge 'concat' joins every encoder state tensor with a projection of it in the same "
+            f"layer and slot, so both need the same layers and state tensors, but the encoder is "
+            f"{enc.describe()} and the decoder is {dec.describe()}; use --bridge=dense "
+            f"(--attention_init=dense under attention), or make the cells and "
+            f"--config.model.decoder_layers match")
+    extra = dec.width - enc.width
     if extra <= 0:
         raise ValueError(
-            f"bridge 'concat' keeps the encoder state ({enc.total} features: {enc.describe()}) and "
-            f"adds a projection, so the decoder state must be larger, but it has {dec.total} "
-            f"({dec.describe()}); use --bridge=dense (--attention_init=dense under attention), or "
-            f"leave --config.model.decoder_hidden at 0, which sizes the decoder for concat")
-    return {"proj": dense_init(rng, enc.total, extra, use_bias=True)}
+            f"bridge 'concat' keeps each encoder state tensor ({enc.describe()}) and adds a "
+            f"projection, so the decoder's must be wider, but it is {dec.describe()}; use "
+            f"--bridge=dense (--attention_init=dense under attention), or leave "
+            f"--config.model.decoder_hidden at 0, which sizes the decoder for concat")
+    keys = iter(jax.random.split(rng, enc.layers * len(enc.names)))
+    return {"proj": [{name: dense_init(next(keys), enc.width, extra, use_bias=True)
+                      for name in enc.names} for _ in range(enc.layers)]}
 
 
 def _concat_apply(params, enc_state, dec, attention_init):
     del attention_init
-    flat = flatten(enc_state)  # [B, enc.total]
-    joined = jnp.concatenate([flat, jnp.tanh(dense(params["proj"], flat))], axis=-1)
-    return Conditioning(split(joined, dec), None)  # joined: [B, dec.total]
+    state = []
+    for layer_params, carry in zip(params["proj"], enc_state):
+        state.append(tuple(  # each [B, dec.width]: this tensor, then its own projection
+            jnp.concatenate([x, jnp.tanh(dense(layer_params[name], x))], axis=-1)
+            for name, x in zip(dec.names, carry)))
+    return Conditioning(state, None)
 
 
 # --- attention -------------------------------------------------------------------------------

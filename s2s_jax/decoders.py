@@ -13,10 +13,14 @@ ScheduledOutputTrainingHelper): at every step t >= 1 an independent Bernoulli dr
 with probability `p` decides whether the input is the gold token or the model's previous output:
 - `embedding` mode: a token id drawn from step t-1's logits (argmax or categorical at a
   temperature), embedded by the decoder embedding; no gradient through the discrete choice;
-- `output` mode: step t-1's output through a next-inputs function (sampling.NEXT_INPUTS); the
-  gradient through this vector is stopped unless `output_gradient` is set (TF's helper lets it
-  flow; Bengio et al. treat the fed-back input as a constant).
-Step 0 always reads BOS.
+- `output` mode: step t-1's logits (its output after the output layer, what TF's BasicDecoder
+  hands its helper) through a next-inputs function (sampling.NEXT_INPUTS); the gradient into
+  those logits is stopped unless `output_gradient` is set (TF's helper lets it flow; Bengio et
+  al. treat the fed-back input as a constant), while the function's own parameters (and the
+  embedding that `softmax_embedding` reads) learn from it either way.
+Step 0 always reads BOS. Free-running decoding (`free_running`) feeds every step t >= 1 what
+training's feedback fed: the argmax token's embedding in `embedding` mode, the next-inputs
+vector in `output` mode.
 
 How the embedding-mode unroll (training, and greedy decoding) is kept fast; every choice below
 leaves the results of the straightforward loop (tests/reference.py) unchanged:
@@ -87,7 +91,7 @@ def init(rng, opts: DecoderOptions, vocab: int, hidden: int, layers: int, sizes:
         params["attention"] = opts.attention.init(k_attn, hidden, key_dim, attn_dim,
                                                   attention_normalize)
     if opts.sampling_mode == "output":
-        params["next_inputs"] = sampling.NEXT_INPUTS[opts.next_inputs].init(k_next, out_dim,
+        params["next_inputs"] = sampling.NEXT_INPUTS[opts.next_inputs].init(k_next, vocab,
                                                                             sizes.emb)
     return params
 
@@ -113,10 +117,10 @@ def _step(params, opts: DecoderOptions, sizes: InputSizes, memory: _Memory, prob
           free_running: bool, carry, xs):
     """One decoder step of the output-mode scan, where the fed-back vector may carry gradient.
 
-    carry: (state, prev_logits [B, V], prev_out [B, O]); xs: (t, gold_proj [B, G*H],
-    aux_proj [B, G*H] or None, key).
+    carry: (state, prev_logits [B, V]); xs: (t, gold_proj [B, G*H], aux_proj [B, G*H] or None,
+    key).
     """
-    state, prev_logits, prev_out = carry
+    state, prev_logits = carry
     t, gold_proj, aux_proj, key = xs
     k_choose, _, k_dropout = jax.random.split(key, 3)
     batch = gold_proj.shape[0]
@@ -129,11 +133,12 @@ def _step(params, opts: DecoderOptions, sizes: InputSizes, memory: _Memory, prob
     else:
         fed = sampling.choose_sampled(k_choose, probability, batch) & (t > 0)  # [B]
     tokens = sampling.argmax(prev_logits)
+    # Only the previous step's output is a constant: the next-inputs function's parameters and
+    # the embedding it may read still learn from the fed-back vector.
+    source = prev_logits if opts.output_gradient else jax.lax.stop_gradient(prev_logits)
     fed_vec = sampling.NEXT_INPUTS[opts.next_inputs].apply(
-        params.get("next_inputs"), prev_out, prev_logits, params["embed"]["embedding"],
+        params.get("next_inputs"), source, params["embed"]["embedding"],
         opts.temperature)  # [B, E]
-    if not opts.output_gradient:
-        fed_vec = jax.lax.stop_gradient(fed_vec)
     x_proj = jnp.where(fed[:, None], fed_vec @ k_emb + bias, gold_proj)  # [B, G*H]
     sample_ids = jnp.where(fed, tokens, -1)
 
@@ -154,7 +159,7 @@ def _step(params, opts: DecoderOptions, sizes: InputSizes, memory: _Memory, prob
     out = h if opts.attention is None else jnp.concatenate([h, context], axis=-1)  # [B, O]
     logits = dense(params["out"], out)  # [B, V]
     emitted = (logits, sample_ids, fed, weights)
-    return (state, logits, out), emitted
+    return (state, logits), emitted
 
 
 def _prepare_memory(params, opts, sizes, encoder_outputs, source_mask, fixed_inputs):
@@ -177,10 +182,7 @@ def _unroll_output_mode(params, opts, sizes, memory, initial_state, gold_inputs,
     gold_emb = encoders.embed(params["embed"], gold_inputs.T)  # [T, B, E]
     gold_proj = gold_emb @ k_emb + bias  # [T, B, G*H], hoisted out of the scan
     vocab = params["out"]["kernel"].shape[-1]
-    out_dim = params["out"]["kernel"].shape[0]
-    dtype = gold_proj.dtype
-    carry = (list(initial_state), jnp.zeros((batch, vocab), dtype),
-             jnp.zeros((batch, out_dim), dtype))
+    carry = (list(initial_state), jnp.zeros((batch, vocab), gold_proj.dtype))
     xs = (jnp.arange(steps), gold_proj, aux_proj, jax.random.split(rng, steps))
 
     def body(carry, xs):
@@ -492,8 +494,10 @@ def unroll(params, opts: DecoderOptions, sizes: InputSizes, initial_state, gold_
       fixed_inputs: `[B, D]` vector concatenated to every input (concat_inputs bridge).
       aux_inputs: optional `[B, T, A]` concatenated to every input, gold or fed back.
       target_lengths: `[B]` real target lengths (with EOS) for the sampled fraction.
-      free_running: feed the model's own output at every step t >= 1 (greedy when
-        `opts.sample_from == 'argmax'`), ignoring `probability`.
+      free_running: feed the model's own output at every step t >= 1, ignoring `probability`:
+        in `embedding` mode a token drawn from the previous logits (greedy when
+        `opts.sample_from == 'argmax'`), in `output` mode the next-inputs vector, as in
+        training.
 
     Returns:
       DecoderOutput.

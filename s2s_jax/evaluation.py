@@ -16,8 +16,10 @@ from s2s_jax import losses, parallel
 def make_eval_step(model, beam_size: int = 1, penalty: str = "gnmt", alpha: float = 0.6):
     """(params, batch) -> (sums dict, decoded tokens [B, T]); pure, jit it with shardings.
 
-    Decoding is greedy for `beam_size == 1`, else the best beam-search hypothesis. The
-    free-running token accuracy (for the exposure gap) always comes from greedy decoding.
+    Decoding is free running for `beam_size == 1` (model.decode_greedy: each step reads the
+    model's previous output as training fed it back, and emits its argmax), else the best
+    beam-search hypothesis. The free-running token accuracy (for the exposure gap) always comes
+    from free-running decoding.
     """
 
     def eval_step(params, batch):
@@ -26,7 +28,7 @@ def make_eval_step(model, beam_size: int = 1, penalty: str = "gnmt", alpha: floa
         mask = losses.target_mask(targets, lengths)  # [B, T]
         tokens = jnp.sum(mask)
         greedy = model.decode_greedy(params, batch["inputs"], batch["inputs_len"],
-                                     targets.shape[1])
+                                     targets.shape[1], aux_inputs=batch.get("aux_inputs"))
         predicted = jnp.argmax(greedy.logits, axis=-1).astype(jnp.int32)  # [B, T]
         if beam_size > 1:
             beams, _ = model.decode_beam(params, batch["inputs"], batch["inputs_len"],

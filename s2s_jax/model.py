@@ -40,7 +40,7 @@ class ModelConfig:
     temperature: float = 1.0  # of the categorical sample / soft embedding
     next_inputs: str = "softmax_embedding"  # output mode: sampling.NEXT_INPUTS
     output_gradient: bool = False  # output mode: gradients through the fed-back vector
-    aux_dim: int = 0  # width of optional batch['aux_inputs'] [B, T, A]
+    aux_dim: int = 0  # width of batch['aux_inputs'] [B, T, A], then required (Python API only)
     # Activations and matmuls; parameters (and so gradients and optimizer state) stay float32.
     # 'bfloat16' suits accelerators and CPUs with bf16 matrix units (AMX); logits come out in it.
     compute_dtype: str = "float32"
@@ -58,8 +58,8 @@ class ModelConfig:
         if self.decoder_hidden:
             return self.decoder_hidden
         # The encoder output width, so `copy` and dot attention fit; `concat` (also as the
-        # attention bridge's initial state) gets twice that, so the decoder state holds the
-        # encoder state and a projection of the same size.
+        # attention bridge's initial state) gets twice that, so each decoder state tensor holds
+        # its encoder tensor and a projection of the same size.
         concat = self.bridge == "concat" or (self.bridge == "attention"
                                              and self.attention_init == "concat")
         return self.directions * self.hidden * (2 if concat else 1)
@@ -100,10 +100,12 @@ def _check(cfg: ModelConfig) -> None:
     if cfg.next_inputs not in sampling.NEXT_INPUTS:
         raise ValueError(f"unknown --next_inputs {cfg.next_inputs!r}; "
                          f"choose one of {sorted(sampling.NEXT_INPUTS)}")
+    if cfg.sampling_mode == "output":
+        sampling.NEXT_INPUTS[cfg.next_inputs].check(cfg.tgt_vocab, cfg.emb)
     for name in ("emb", "hidden", "layers", "src_vocab", "tgt_vocab"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name} must be at least 1, got {getattr(cfg, name)}")
-    for name in ("decoder_hidden", "decoder_layers", "attention_dim"):  # 0: derived
+    for name in ("decoder_hidden", "decoder_layers", "attention_dim", "aux_dim"):  # 0: derived
         if getattr(cfg, name) < 0:
             raise ValueError(f"--config.model.{name} must be at least 0 (0: its default size), "
                              f"got {getattr(cfg, name)}")
@@ -117,6 +119,22 @@ def _check(cfg: ModelConfig) -> None:
 
 
 COMPUTE_DTYPES = ("bfloat16", "float16", "float32")
+
+
+def _check_aux(cfg: ModelConfig, aux_inputs, gold_shape) -> None:
+    """Auxiliary inputs are there exactly when `aux_dim > 0`, one [A] vector per step: a model
+    never runs silently without the inputs it was built to read."""
+    if aux_inputs is None:
+        if cfg.aux_dim:
+            raise ValueError(f"the model has aux_dim={cfg.aux_dim} but was given no aux_inputs; "
+                             f"pass aux_inputs [B, T, {cfg.aux_dim}] (batch['aux_inputs']), or "
+                             f"build it with aux_dim=0")
+        return
+    want = (*gold_shape, cfg.aux_dim)
+    if not cfg.aux_dim or tuple(aux_inputs.shape) != want:
+        raise ValueError(f"aux_inputs have shape {tuple(aux_inputs.shape)} but the model reads "
+                         f"{want} (aux_dim={cfg.aux_dim}); pass one [aux_dim] vector per "
+                         f"example and step, or build it with aux_dim={aux_inputs.shape[-1]}")
 
 
 def _cast(params, dtype: str):
@@ -165,6 +183,7 @@ def build(cfg: ModelConfig) -> Model:
 
     def _run(params, inputs, inputs_len, gold_inputs, rng, probability, train, dec_opts,
              free_running, target_lengths=None, aux_inputs=None):
+        _check_aux(cfg, aux_inputs, gold_inputs.shape)
         params = _cast(params, cfg.compute_dtype)
         if aux_inputs is not None and cfg.compute_dtype != "float32":
             aux_inputs = aux_inputs.astype(cfg.compute_dtype)
@@ -193,10 +212,18 @@ def build(cfg: ModelConfig) -> Model:
         return _run(params, batch["inputs"], batch["inputs_len"], gold_inputs, rng, probability,
                     train, opts, False, batch["targets_len"], batch.get("aux_inputs"))
 
-    greedy_opts = opts._replace(sampling_mode="embedding", sample_from="argmax")
+    # Free running feeds what training's feedback fed: in embedding mode the argmax token's
+    # embedding (greedy), in output mode the next-inputs vector of the previous logits.
+    greedy_opts = opts._replace(sample_from="argmax")
 
     def decode_greedy(params, inputs, inputs_len, steps: int, aux_inputs=None):
-        """Free-running argmax decoding for `steps` steps from BOS: DecoderOutput [B, steps]."""
+        """Free-running decoding for `steps` steps from BOS: DecoderOutput [B, steps].
+
+        Every step t >= 1 reads the model's own previous output the way training fed it back
+        (the argmax token in `embedding` mode, the next-inputs vector in `output` mode); the
+        decoded tokens are the argmax of each step's logits. `aux_inputs` [B, steps, A] are
+        required when `aux_dim > 0`.
+        """
         gold_inputs = jnp.full((inputs.shape[0], steps), BOS_ID, jnp.int32)  # only BOS is read
         return _run(params, inputs, inputs_len, gold_inputs, jax.random.PRNGKey(0), 1.0, False,
                     greedy_opts, True, aux_inputs=aux_inputs)
@@ -205,7 +232,9 @@ def build(cfg: ModelConfig) -> Model:
                     penalty: str = "gnmt", alpha: float = 0.6, min_len: int = 0):
         """Beam search (beam.search): tokens [B, K, steps] and normalised scores [B, K]."""
         if cfg.aux_dim:
-            raise ValueError("beam search does not support auxiliary decoder inputs (aux_dim > 0)")
+            raise ValueError(f"beam search does not read auxiliary decoder inputs (the model has "
+                             f"aux_dim={cfg.aux_dim}); decode greedily instead "
+                             f"(decode_greedy(..., aux_inputs=...), beam_size=1)")
         params = _cast(params, cfg.compute_dtype)
         encoded = encoders.encode(params["encoder"], enc_cell, inputs, inputs_len)
         cond = bridge.apply(params["bridge"], encoded.state, dec_spec, cfg.attention_init)

@@ -185,23 +185,49 @@ SAMPLING_MODES = ("embedding", "output")
 
 
 # --- next-input functions for `output` mode (ScheduledOutputTrainingHelper's next_inputs_fn) ---
+# As in TF's BasicDecoder, the function reads the step's output after the output layer: the
+# logits. Whether gradient reaches those logits is the decoder's choice (`output_gradient`); the
+# function's own parameters (and the embedding it reads) always learn.
 class NextInputs(NamedTuple):
-    init: Callable  # (rng, output_dim, emb) -> params
-    apply: Callable  # (params, output [B, O], logits [B, V], embedding [V, E], temperature) -> [B, E]
+    init: Callable  # (rng, vocab, emb) -> params
+    apply: Callable  # (params, logits [B, V], embedding [V, E], temperature) -> [B, E]
+    check: Callable  # (vocab, emb) -> None; raises ValueError naming the fix where it cannot fit
 
 
-def _soft_embedding(params, output, logits, embedding, temperature):
+def _fits_any(vocab, emb):
+    del vocab, emb
+
+
+def _soft_embedding(params, logits, embedding, temperature):
     # The expected embedding under the step's distribution: differentiable, no extra parameters.
-    del params, output
+    del params
     return jax.nn.softmax(logits / temperature, axis=-1) @ embedding  # [B, E]
 
 
-def _dense_next(params, output, logits, embedding, temperature):
-    del logits, embedding, temperature
-    return jnp.tanh(dense(params["proj"], output))  # [B, E]
+def _dense_next(params, logits, embedding, temperature):
+    # TF users' usual next_inputs_fn: a learned tanh layer on the logits.
+    del embedding, temperature
+    return jnp.tanh(dense(params["proj"], logits))  # [B, E]
+
+
+def _identity(params, logits, embedding, temperature):
+    # TF's next_inputs_fn=None: the outputs themselves are the next inputs.
+    del params, embedding, temperature
+    return logits  # [B, V] with V == E
+
+
+def _logits_as_inputs(vocab, emb):
+    if vocab != emb:
+        raise ValueError(
+            f"next_inputs 'identity' feeds the logits [{vocab}] back where the token embedding "
+            f"[{emb}] goes (TF's next_inputs_fn=None), so the embedding size must equal the "
+            f"target vocabulary size; set --emb={vocab}, or "
+            f"--config.model.next_inputs=softmax_embedding or dense")
 
 
 NEXT_INPUTS = {
-    "softmax_embedding": NextInputs(lambda rng, o, e: {}, _soft_embedding),
-    "dense": NextInputs(lambda rng, o, e: {"proj": dense_init(rng, o, e, True)}, _dense_next),
+    "softmax_embedding": NextInputs(lambda rng, v, e: {}, _soft_embedding, _fits_any),
+    "dense": NextInputs(lambda rng, v, e: {"proj": dense_init(rng, v, e, True)}, _dense_next,
+                        _fits_any),
+    "identity": NextInputs(lambda rng, v, e: {}, _identity, _logits_as_inputs),
 }

@@ -31,8 +31,18 @@ class TrainingError(RuntimeError):
 
 
 def model_config(config, src_vocab: int, tgt_vocab: int) -> model.ModelConfig:
-    """The frozen model config from the experiment config's `model` section and the vocabularies."""
-    return model.ModelConfig(src_vocab=src_vocab, tgt_vocab=tgt_vocab, **config.model.to_dict())
+    """The frozen model config from the experiment config's `model` section and the vocabularies.
+
+    Raises:
+      ValueError: a model the data pipelines cannot feed (auxiliary decoder inputs).
+    """
+    fields = config.model.to_dict()
+    if fields.get("aux_dim", 0):  # ModelConfig takes it; only the Python API can supply them
+        raise ValueError(f"model.aux_dim={fields['aux_dim']}, but no data pipeline supplies "
+                         f"auxiliary decoder inputs, so the model would train and evaluate "
+                         f"without them; set --config.model.aux_dim=0 (the Python API, "
+                         f"model.build(...).apply with batch['aux_inputs'], takes them)")
+    return model.ModelConfig(src_vocab=src_vocab, tgt_vocab=tgt_vocab, **fields)
 
 
 def schedule_params(config) -> sampling.ScheduleParams:

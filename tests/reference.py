@@ -27,7 +27,6 @@ def decode(model, params, batch, rng, probability, *, free_running=False):
     attn = attention_lib.ATTENTION[cfg.attention_type] if bridge.attends else None
     state = list(cond.state)
     prev_logits = None
-    prev_out = None
     keys = jax.random.split(k_dec, steps)
     all_logits, all_ids, all_weights = [], [], []
     for t in range(steps):
@@ -42,14 +41,15 @@ def decode(model, params, batch, rng, probability, *, free_running=False):
         ids = jnp.full((batch_size,), -1, jnp.int32)
         if t == 0:
             x = emb[gold[:, 0]]
-        elif cfg.sampling_mode == "embedding" or free_running:
+        elif cfg.sampling_mode == "embedding":
             sample_from = "argmax" if free_running else cfg.sample_from
             tokens = sampling.sample_tokens(k_token, prev_logits, sample_from, cfg.temperature)
             x = jnp.where(fed[:, None], emb[tokens], emb[gold[:, t]])
             ids = jnp.where(fed, tokens, -1)
-        else:
+        else:  # output mode, training and free running alike: the previous logits, transformed
+            source = prev_logits if cfg.output_gradient else jax.lax.stop_gradient(prev_logits)
             fed_vec = sampling.NEXT_INPUTS[cfg.next_inputs].apply(
-                dp.get("next_inputs"), prev_out, prev_logits, emb, cfg.temperature)
+                dp.get("next_inputs"), source, emb, cfg.temperature)
             x = jnp.where(fed[:, None], fed_vec, emb[gold[:, t]])
             ids = jnp.where(fed, jnp.argmax(prev_logits, -1), -1)
         parts = [x]
@@ -68,6 +68,8 @@ def decode(model, params, batch, rng, probability, *, free_running=False):
             all_weights.append(weights)
         if cond.step_inputs is not None:
             parts.append(cond.step_inputs)
+        if batch.get("aux_inputs") is not None:
+            parts.append(batch["aux_inputs"][:, t])
         h = jnp.concatenate(parts, axis=-1)
         new_state = []
         for layer_params, carry in zip(dp["layers"], state):
@@ -76,7 +78,7 @@ def decode(model, params, batch, rng, probability, *, free_running=False):
         state = new_state
         out = h if attn is None else jnp.concatenate([h, context], -1)
         logits = out @ dp["out"]["kernel"] + dp["out"]["bias"]
-        prev_logits, prev_out = logits, out
+        prev_logits = logits
         all_logits.append(logits)
         all_ids.append(ids)
     weights = jnp.stack(all_weights, 1) if all_weights else None

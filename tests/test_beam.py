@@ -1,3 +1,5 @@
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -95,3 +97,78 @@ def test_results_do_not_depend_on_the_rest_of_the_batch():
         np.testing.assert_array_equal(alone[0], tokens[row])
         np.testing.assert_allclose(alone_scores[0], scores[row], rtol=1e-5, atol=1e-6)
     assert np.all(np.diff(np.asarray(scores), axis=1) <= 1e-6)  # best first
+
+
+def test_the_length_penalty_ranks_every_step_so_a_longer_hypothesis_survives_pruning():
+    # From BOS: EOS 0.55, 'a'(3) 0.45, and after 'a' EOS is certain. Raw, [EOS] (-0.60) beats
+    # [a EOS] (-0.80); with gnmt at alpha = 2 the empty hypothesis (length 0: EOS is not
+    # counted) scores -0.60 / (5/6)^2 = -0.86 and [a EOS] (length 1) -0.80. Ranking by raw
+    # log-probability at step 0 keeps only [EOS] with one beam; TF's per-step ranking keeps 'a'.
+    V = 6
+    table = np.zeros((V, V))
+    table[BOS, EOS], table[BOS, 3] = 0.55, 0.45
+    table[3, EOS] = 1.0
+    table[EOS, EOS] = table[PAD, PAD] = 1.0
+    step = _markov_step(table)
+    tokens, scores = beam.search(step, jnp.zeros((1, 1)), 1, 1, 3, bos=BOS, eos=EOS,
+                                 penalty="gnmt", alpha=2.0)
+    assert _first_eos_prefix(tokens[0, 0]) == [3, EOS]
+    np.testing.assert_allclose(scores[0, 0], np.log(0.45), rtol=1e-5)
+    raw, _ = beam.search(step, jnp.zeros((1, 1)), 1, 1, 3, bos=BOS, eos=EOS, penalty="none")
+    assert _first_eos_prefix(raw[0, 0]) == [EOS]
+
+
+def _exhaustive(m, params, inputs, inputs_len, steps, penalty, alpha):
+    """Every hypothesis of `steps` tokens over the whole target vocabulary (PAD after the first
+    EOS, as beam search writes them), scored by the teacher-forced model: per example, a list
+    of (normalised score, tokens) best first."""
+    vocab = m.config.tgt_vocab
+    seqs = [s for s in itertools.product(range(vocab), repeat=steps)
+            if EOS not in s or all(x == PAD for x in s[s.index(EOS) + 1:])]
+    targets = jnp.asarray(seqs, jnp.int32)  # [N, T]
+    n = len(seqs)
+    ends = np.array([s.index(EOS) if EOS in s else steps for s in seqs])  # tokens before EOS
+    read = np.arange(steps)[None] <= np.minimum(ends, steps - 1)[:, None]  # EOS is scored
+    results = []
+    for row in range(inputs.shape[0]):
+        batch = {"inputs": jnp.repeat(inputs[row:row + 1], n, 0),
+                 "inputs_len": jnp.repeat(inputs_len[row:row + 1], n, 0),
+                 "targets": targets, "targets_len": jnp.asarray(ends + 1, jnp.int32)}
+        logits = m.apply(params, batch, jax.random.PRNGKey(0), 0.0, train=False).logits
+        logp = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits), np.float64),
+                                  np.asarray(targets)[..., None], -1)[..., 0]  # [N, T]
+        raw = np.sum(np.where(read, logp, 0.0), axis=1)
+        score = raw / np.asarray(beam.length_penalty(ends, penalty, alpha), np.float64)
+        order = np.argsort(-score, kind="stable")
+        results.append([(score[i], seqs[i]) for i in order])
+    return results
+
+
+@pytest.mark.parametrize("penalty,alpha,beam_size", [
+    ("none", 0.0, 16), ("gnmt", 1.0, 16), ("average", 0.0, 16), ("none", 0.0, 64),
+    ("gnmt", 1.0, 64)])
+def test_beam_search_equals_exhaustive_search(penalty, alpha, beam_size):
+    """V = 4 (PAD, BOS, EOS and one word) and T = 3: 40 hypotheses. K = 64 holds every prefix
+    at every step; K = 16 = V^(T-1) still holds every prefix of T - 1 tokens, so its last
+    step ranks every complete hypothesis: either way the K best (by the normalised score, as
+    every step ranks them) are exactly exhaustive search's K best."""
+    m, params = _model(tgt_vocab=4, bidirectional=False, layers=1)
+    # Sharper distributions than a fresh model's near-uniform ones: scores far from ties.
+    out = params["decoder"]["out"]
+    params["decoder"]["out"] = dict(out, kernel=6.0 * out["kernel"], bias=out["bias"] + 1.0)
+    batch = make_batch(batch=2, tgt_len=3)
+    steps = 3
+    tokens, scores = m.decode_beam(params, batch["inputs"], batch["inputs_len"], steps,
+                                   beam_size, penalty=penalty, alpha=alpha)
+    for row, best in enumerate(_exhaustive(m, params, batch["inputs"], batch["inputs_len"],
+                                           steps, penalty, alpha)):
+        real = min(beam_size, len(best))  # beyond the 40 real ones: impossible fillers
+        want_scores = np.array([sc for sc, _ in best[:real]])
+        np.testing.assert_allclose(np.asarray(scores[row, :real]), want_scores, rtol=1e-4,
+                                   atol=1e-4)
+        assert np.all(np.asarray(scores[row, real:]) < -1e6)
+        gaps = np.diff(want_scores)
+        for k in range(real):
+            clear = (k == 0 or -gaps[k - 1] > 1e-3) and (k == real - 1 or -gaps[k] > 1e-3)
+            if clear:  # not within rounding of a neighbour: the same hypothesis, exactly
+                assert tuple(np.asarray(tokens[row, k])) == best[k][1], (k, best[:real])

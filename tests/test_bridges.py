@@ -30,6 +30,12 @@ def test_every_bridge_gives_the_decoder_state_structure(bridge, enc_cell, dec_ce
         with pytest.raises(ValueError, match=r"encoder is .* decoder is .*--bridge=dense"):
             model.build(cfg)
         return
+    if bridge == "concat" and (enc_cell, enc_layers) != (dec_cell, dec_layers):
+        # Tensor by tensor needs the same tensors: refuse, naming both and the fix.
+        with pytest.raises(ValueError, match=r"same layers and state tensors, but the encoder "
+                                             r"is .* decoder is .*--bridge=dense"):
+            model.build(cfg)
+        return
     m = model.build(cfg)
     params = m.init(jax.random.PRNGKey(0))
     enc_spec, dec_spec = cfg.encoder_spec(), cfg.decoder_spec()
@@ -39,8 +45,10 @@ def test_every_bridge_gives_the_decoder_state_structure(bridge, enc_cell, dec_ce
     for carry in cond.state:
         assert len(carry) == (2 if dec_cell == "lstm" else 1)
         assert all(t.shape == (3, DEC_HIDDEN) and np.all(np.isfinite(t)) for t in carry)
-    if bridge == "concat":  # the raw encoder state leads the decoder state, unchanged
-        np.testing.assert_array_equal(bridges.flatten(cond.state)[:, :enc_spec.total], 0.5)
+    if bridge == "concat":  # the raw encoder tensor leads each decoder tensor, unchanged
+        for carry in cond.state:
+            for t in carry:
+                np.testing.assert_array_equal(t[:, :enc_spec.width], 0.5)
     if bridge == "zero":
         np.testing.assert_array_equal(bridges.flatten(cond.state), 0.0)
     expected_step = enc_spec.total if bridge == "concat_inputs" else None
@@ -73,6 +81,37 @@ def test_copy_error_names_both_structures():
     assert "lstm with 2 layer(s) of (c[8], h[8])" in msg
     assert "gru with 1 layer(s) of (h[8])" in msg
     assert "--bridge=dense" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_concat_joins_each_layer_and_tensor_with_its_own_projection(cell, layers):
+    """Marker values: encoder layer l's tensor j holds one distinct constant; the decoder's
+    layer l tensor j must be exactly that marker followed by tanh of its own projection of it
+    (so c goes into c and the top h, the attention query, gets the top encoder h)."""
+    cfg = _config("concat", cell, cell, True, layers, layers)
+    m = model.build(cfg)
+    params = m.init(jax.random.PRNGKey(0))["bridge"]
+    enc_spec, dec_spec = cfg.encoder_spec(), cfg.decoder_spec()
+    marker = lambda l, j: float(1 + 2 * l + j) / 4  # noqa: E731  exact in float32
+    state = [tuple(jnp.full((3, enc_spec.width), marker(l, j)) for j in range(len(enc_spec.names)))
+             for l in range(layers)]
+    cond = bridges.BRIDGES["concat"].apply(params, state, dec_spec, cfg.attention_init)
+    assert len(cond.state) == layers
+    width = enc_spec.width
+    for l, carry in enumerate(cond.state):
+        assert len(carry) == len(dec_spec.names)
+        for j, (name, t) in enumerate(zip(dec_spec.names, carry)):
+            assert t.shape == (3, DEC_HIDDEN)
+            np.testing.assert_array_equal(t[:, :width], marker(l, j))
+            proj = params["proj"][l][name]
+            want = np.tanh(marker(l, j) * np.asarray(proj["kernel"]).sum(0) +
+                           np.asarray(proj["bias"]))
+            np.testing.assert_allclose(t[:, width:], np.broadcast_to(want, (3, DEC_HIDDEN - width)),
+                                       rtol=1e-5, atol=1e-6)
+    # Every projection is its own: no two layers or tensors share a kernel.
+    kernels = [np.asarray(p["kernel"]) for layer in params["proj"] for p in layer.values()]
+    assert all(not np.allclose(a, b) for a, b in itertools.combinations(kernels, 2))
 
 
 def test_concat_needs_a_wider_decoder():

@@ -1,3 +1,5 @@
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -5,7 +7,7 @@ import pytest
 
 import reference
 from conftest import make_batch
-from s2s_jax import bridges, decoders, losses, model
+from s2s_jax import bridges, decoders, losses, model, sampling
 
 TOL = dict(rtol=2e-5, atol=2e-5)
 
@@ -25,6 +27,7 @@ VARIANTS = [
     dict(bridge="attention", attention_type="dot", bidirectional=True, cell="gru"),
     dict(bridge="attention", sampling_mode="output"),
     dict(bridge="dense", sampling_mode="output", next_inputs="dense"),
+    dict(bridge="copy", sampling_mode="output", next_inputs="identity", emb=13),  # E == V
     dict(bridge="attention", sample_from="argmax"),
 ]
 
@@ -118,6 +121,74 @@ def test_output_mode_gradient_flag_controls_the_feedback_gradient():
     assert not np.allclose(with_, without, atol=1e-4)
 
 
+def _output_mode(next_inputs, **kw):
+    """An output-mode model whose next-inputs function can run (identity needs E == V)."""
+    emb = 13 if next_inputs == "identity" else 6
+    return _model(bridge="dense", sampling_mode="output", next_inputs=next_inputs, emb=emb, **kw)
+
+
+@pytest.mark.parametrize("output_gradient", [False, True])
+def test_dense_next_inputs_learn_also_without_the_feedback_gradient(output_gradient):
+    """The stop-gradient covers the previous step's logits, not the next-inputs function: its
+    parameters get gradient either way, and every gradient is that of the Python-loop
+    reference, which states the stop where the issue puts it."""
+    grads, want = _gradients_and_reference(0.5, bridge="dense", sampling_mode="output",
+                                           next_inputs="dense", output_gradient=output_gradient)
+    proj = grads["decoder"]["next_inputs"]["proj"]
+    assert float(jnp.max(jnp.abs(proj["kernel"]))) > 1e-4
+    assert float(jnp.max(jnp.abs(proj["bias"]))) > 1e-4
+    for got, ref in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6)
+
+
+def test_the_soft_token_trains_the_embedding_it_reads():
+    """softmax_embedding's fed-back vector is softmax(logits) @ embedding: with the logits a
+    constant, the embedding still learns from it, so a target row no gold input reads gets
+    gradient only through the fed-back vectors."""
+    batch = make_batch()
+    m, params = _output_mode("softmax_embedding")
+    unread = sorted(set(range(13)) - set(np.asarray(batch["targets"]).ravel()) - {1})
+    assert unread
+
+    def loss(q, p):
+        out = m.apply(q, batch, jax.random.PRNGKey(0), p, train=False)
+        return losses.cross_entropy(out.logits, batch["targets"], batch["targets_len"])
+
+    rows = lambda g: np.asarray(g["decoder"]["embed"]["embedding"])[unread]  # noqa: E731
+    np.testing.assert_array_equal(rows(jax.grad(loss)(params, 0.0)), 0.0)
+    assert np.max(np.abs(rows(jax.grad(loss)(params, 1.0)))) > 1e-6
+
+
+@pytest.mark.parametrize("next_inputs", sorted(sampling.NEXT_INPUTS))
+def test_output_mode_decodes_free_running_through_the_path_it_trained_on(next_inputs):
+    """Greedy (free-running) decoding of an output-mode model feeds every step the next-inputs
+    vector of the previous logits, exactly what training at p = 1 feeds, not the argmax
+    token's embedding."""
+    m, params = _output_mode(next_inputs)
+    batch = make_batch()
+    greedy = m.decode_greedy(params, batch["inputs"], batch["inputs_len"], 6)
+    trained = m.apply(params, batch, jax.random.PRNGKey(3), 1.0, train=False)
+    np.testing.assert_allclose(greedy.logits, trained.logits, **TOL)
+    ref_logits, ref_ids, _ = reference.decode(m, params, batch, jax.random.PRNGKey(3), 1.0,
+                                              free_running=True)
+    np.testing.assert_allclose(greedy.logits, ref_logits, **TOL)
+    np.testing.assert_array_equal(greedy.sample_ids, ref_ids)
+    # The argmax token's embedding would be another path: its logits differ after step 0.
+    emb_model = model.build(dataclasses.replace(m.config, sampling_mode="embedding"))
+    tokens_fed = emb_model.decode_greedy(params, batch["inputs"], batch["inputs_len"], 6)
+    np.testing.assert_allclose(tokens_fed.logits[:, 0], greedy.logits[:, 0], **TOL)
+    assert not np.allclose(tokens_fed.logits[:, 1:], greedy.logits[:, 1:], atol=1e-4)
+
+
+def test_identity_next_inputs_need_the_embedding_as_wide_as_the_vocabulary():
+    with pytest.raises(ValueError) as err:
+        _model(bridge="dense", sampling_mode="output", next_inputs="identity", emb=6)
+    msg = str(err.value)
+    assert "logits [13]" in msg and "embedding [6]" in msg and "--emb=13" in msg
+    assert "\n" not in msg
+    _model(bridge="dense", sampling_mode="embedding", next_inputs="identity", emb=6)  # unused
+
+
 def test_aux_inputs_are_concatenated_to_every_input():
     m, params = _model(bridge="dense", aux_dim=3)
     batch = make_batch()
@@ -126,6 +197,38 @@ def test_aux_inputs_are_concatenated_to_every_input():
     b = m.apply(params, dict(batch, aux_inputs=2 * aux), jax.random.PRNGKey(0), 0.0)
     assert a.logits.shape == (4, 6, 13)
     assert not np.allclose(a.logits[:, 0], b.logits[:, 0])  # step 0 reads them too
+    logits, _, _ = reference.decode(m, params, dict(batch, aux_inputs=aux), jax.random.PRNGKey(0),
+                                    0.0)
+    np.testing.assert_allclose(a.logits, logits, **TOL)
+
+
+@pytest.mark.parametrize("mode", ["embedding", "output"])
+def test_free_running_decoding_reads_the_aux_inputs(mode):
+    m, params = _model(bridge="dense", aux_dim=3, sampling_mode=mode)
+    batch = make_batch()
+    aux = jax.random.normal(jax.random.PRNGKey(1), (4, 6, 3))
+    greedy = m.decode_greedy(params, batch["inputs"], batch["inputs_len"], 6, aux_inputs=aux)
+    logits, ids, _ = reference.decode(m, params, dict(batch, aux_inputs=aux),
+                                      jax.random.PRNGKey(0), 1.0, free_running=True)
+    np.testing.assert_allclose(greedy.logits, logits, **TOL)
+    np.testing.assert_array_equal(greedy.sample_ids, ids)
+
+
+def test_missing_or_misshapen_aux_inputs_are_errors_not_silently_dropped():
+    m, params = _model(bridge="dense", aux_dim=3)
+    batch = make_batch()
+    with pytest.raises(ValueError, match=r"aux_dim=3 but was given no aux_inputs"):
+        m.apply(params, batch, jax.random.PRNGKey(0), 0.0)
+    with pytest.raises(ValueError, match=r"aux_dim=3 but was given no aux_inputs"):
+        m.decode_greedy(params, batch["inputs"], batch["inputs_len"], 6)
+    with pytest.raises(ValueError, match=r"shape \(4, 6, 2\) but the model reads \(4, 6, 3\)"):
+        m.apply(params, dict(batch, aux_inputs=jnp.ones((4, 6, 2))), jax.random.PRNGKey(0), 0.0)
+    plain, plain_params = _model(bridge="dense")
+    with pytest.raises(ValueError, match=r"aux_dim=0\); .*aux_dim=3"):
+        plain.apply(plain_params, dict(batch, aux_inputs=jnp.ones((4, 6, 3))),
+                    jax.random.PRNGKey(0), 0.0)
+    with pytest.raises(ValueError, match="beam search does not read auxiliary"):
+        m.decode_beam(params, batch["inputs"], batch["inputs_len"], 6, 2)
 
 
 def test_padding_the_source_changes_no_decoder_output():

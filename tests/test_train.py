@@ -82,3 +82,15 @@ def test_a_train_section_that_would_run_but_mean_nothing_is_rejected(field, valu
     with pytest.raises(ValueError) as err:
         train.make_optimizer(t)  # every path that builds the optimizer checks the section
     assert message in str(err.value)
+
+
+def test_aux_inputs_no_pipeline_supplies_are_rejected_with_the_fix():
+    c = _tiny()
+    c.model.aux_dim = 3
+    with pytest.raises(ValueError) as err:
+        train.model_config(c, 24, 24)
+    msg = str(err.value)
+    assert msg.startswith("model.aux_dim=3, but no data pipeline supplies auxiliary decoder inputs")
+    assert "--config.model.aux_dim=0" in msg and "\n" not in msg
+    c.model.aux_dim = 0
+    assert train.model_config(c, 24, 24).aux_dim == 0
