@@ -118,10 +118,10 @@ def check_optimizer_resumes(workdir: str, t) -> None:
 
     changed = [k for k in t if old[k] != t[k]]
     k = ([k for k in changed if structure_with(k) != _optimizer_structure(old)] or changed)[0]
-    raise ValueError(f"{workdir} holds a run with train.{k}={old[k]!r}, and this command's "
-                     f"{t[k]!r} changes the structure of the optimizer state its checkpoints "
-                     f"hold; drop --config.train.{k} to continue that run, or give a new "
-                     f"--workdir")
+    raise ValueError(f"{workdir} holds a run with train.{k}={old[k]!r}, and this command sets "
+                     f"{t[k]!r}, which changes the structure of the optimizer state its "
+                     f"checkpoints hold: give a new --workdir, or drop the flag to continue "
+                     f"that run")
 
 
 def make_train_step(net: model.Model, tx, schedule: str, sp: sampling.ScheduleParams,
