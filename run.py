@@ -5,7 +5,8 @@
   python run.py --config=experiments/default.py:tiny --config.model.hidden=32
 
 Alias flags (--bridge, --steps, ...) overwrite fields of the --config file; `config.json` in the
-workdir records the result. Bad input ends with one line on stderr and exit status 2.
+workdir records the result. Bad input ends with one line on stderr and exit status 2; a run
+stopped by SIGTERM or Ctrl-C (checkpointed, resumable) exits 143 or 130 (s2s_jax/stopping.py).
 """
 import json
 import os
@@ -13,7 +14,7 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from s2s_jax import attention, bridges, cells, cli, sampling
+from s2s_jax import attention, bridges, cells, cli, sampling, stopping
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 with cli.flag_errors():  # it applies the --config.FIELD overrides of sys.argv already
@@ -66,6 +67,8 @@ for _name, (_field, _define, _choices) in _ALIASES.items():
         _define(_name, None, _choices, _help)
 flags.DEFINE_string("input", "-", "predict: source lines, one a line ('-' = stdin)")
 flags.DEFINE_string("output", "-", "predict: hypotheses, one a line ('-' = stdout)")
+flags.DEFINE_integer("checkpoint_step", None,
+                     "eval / predict: the checkpoint to use (default: the best readable one)")
 flags.DEFINE_integer("nbest", 1, "predict: hypotheses per line (INDEX<TAB>HYP<TAB>SCORE if > 1)")
 flags.DEFINE_bool("compilation_cache", True,
                   "keep compiled steps in <workdir>/xla_cache (or $JAX_COMPILATION_CACHE_DIR), "
@@ -128,17 +131,22 @@ def main(argv):
         config = _trained_config(FLAGS.workdir)
     train.check_train(config.train)  # before data or a model is built (--beam_size=0, ...)
     if FLAGS.mode == "train":
+        if FLAGS.checkpoint_step is not None:
+            raise ValueError("--checkpoint_step picks the checkpoint of --mode=eval or predict; "
+                             "training resumes from the newest one: drop the flag")
         result = train.train_and_evaluate(config, FLAGS.workdir)
     elif FLAGS.mode == "eval":
-        result = inference.evaluate_workdir(config, FLAGS.workdir)
+        result = inference.evaluate_workdir(config, FLAGS.workdir, FLAGS.checkpoint_step)
     else:
         if FLAGS.nbest < 1:
             raise ValueError(f"--nbest must be at least 1, got {FLAGS.nbest}")
-        result = inference.predict(config, FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.nbest)
+        result = inference.predict(config, FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.nbest,
+                                   FLAGS.checkpoint_step)
         if FLAGS.output == "-":
-            return  # stdout holds the hypotheses only
+            return 0  # stdout holds the hypotheses only
     if jax.process_index() == 0:
         print(json.dumps(result), flush=True)
+    return stopping.exit_status(result)
 
 
 if __name__ == "__main__":

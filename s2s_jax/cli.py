@@ -27,8 +27,9 @@ from s2s_jax import host_memory
 def user_errors() -> tuple:
     """The exception types whose message is the whole story (imported late: absl parses flags
     before the heavy modules load)."""
-    from s2s_jax import data, train  # pylint: disable=import-outside-toplevel
-    return (ValueError, data.DataError, train.TrainingError, FileNotFoundError)
+    from s2s_jax import data, run_log, train  # pylint: disable=import-outside-toplevel
+    return (ValueError, data.DataError, train.TrainingError, FileNotFoundError,
+            run_log.WriteError)
 
 
 def _unquote(text: str) -> str:

@@ -3,6 +3,9 @@
 The workdir's own `config.json` and vocabularies describe the model, so `--mode=eval` and
 `--mode=predict` need nothing but `--workdir`; run.py applies the command's other flags on top
 (decoding flags such as `--beam_size`), and rejects those that would change the model.
+
+They use the best readable checkpoint: a damaged one is skipped (and left where it is) for the
+next best, with a warning naming both; `--checkpoint_step` picks one.
 """
 import os
 import sys
@@ -12,7 +15,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from s2s_jax import checkpoint, data, evaluation, model, parallel, plots, run_log, train
+from s2s_jax import (checkpoint, data, evaluation, model, parallel, plots, run_log, train,
+                     workdir_lock)
 from s2s_jax.data import datasets
 
 
@@ -33,11 +37,17 @@ def _vocabs(workdir: str):
     return data.Vocab.load(paths[0]), data.Vocab.load(paths[1])
 
 
-def restore(config, workdir: str, mesh):
-    """(model, replicated params, step) from the best checkpoint, or the latest if none is best."""
+def restore(config, workdir: str, mesh, step: int | None = None):
+    """(model, replicated params, step) from checkpoint `step`, or else the best readable one
+    (by validation train.best_metric; the latest when none has metrics)."""
     src_vocab, tgt_vocab = _vocabs(workdir)
     net = model.build(train.model_config(config, len(src_vocab), len(tgt_vocab)))
-    tx = train.make_optimizer(config.train)
+    # The optimizer state of the checkpoints is the one their run built: an optimizer flag on
+    # this command (which decoding never uses) must not make them look unreadable.
+    saved = load_config(workdir).train
+    trained = config.train.copy_and_resolve_references()
+    trained.update({k: v for k, v in saved.items() if k in trained})
+    tx = train.make_optimizer(trained)
     replicated = parallel.replicated(mesh)
     shapes = jax.eval_shape(lambda: train.init_state(net, tx, config.train.seed))
     abstract = jax.tree_util.tree_map(
@@ -45,29 +55,40 @@ def restore(config, workdir: str, mesh):
     t = config.train
     ckpt = checkpoint.Checkpoints(workdir, t.keep_checkpoints, t.best_metric)
     try:
-        step = ckpt.best_step()
-        restored = ckpt.restore(abstract, step) if step is not None else ckpt.restore(abstract)
+        ranked = ckpt.ranked_steps()
+        restored = ckpt.restore(abstract, step, candidates=ranked, set_aside=False)
     finally:
         ckpt.close()
     if restored is None:
-        raise ValueError(f"no checkpoint in {ckpt.directory}; train first: "
+        what = "no readable checkpoint" if ranked else "no checkpoint"
+        raise ValueError(f"{what} in {ckpt.directory}; train first: "
                          f"python run.py --workdir={workdir}")
-    state, _, step = restored
-    logging.info("restored checkpoint %d from %s", step, ckpt.directory)
-    return net, state.params, step
+    state, _, got = restored
+    if step is None and got != ranked[0]:
+        logging.warning("using checkpoint %d instead of the best one, %d, which cannot be read "
+                        "(--checkpoint_step picks another)", got, ranked[0])
+    logging.info("restored checkpoint %d from %s", got, ckpt.directory)
+    return net, state.params, got
 
 
-def evaluate_workdir(config, workdir: str) -> dict:
-    """Test-split metrics of the restored model (`--mode=eval`); writes the pictures too."""
+def evaluate_workdir(config, workdir: str, step: int | None = None) -> dict:
+    """Test-split metrics of checkpoint `step` or the best readable one (`--mode=eval`); writes
+    the pictures too, so it holds the workdir's lock (workdir_lock)."""
+    load_config(workdir)  # a workdir that holds no run: that message, not one about a lock
+    with workdir_lock.WorkdirLock(workdir, enabled=jax.process_index() == 0):
+        return _evaluate_workdir(config, workdir, step)
+
+
+def _evaluate_workdir(config, workdir: str, step: int | None) -> dict:
     mesh = parallel.make_mesh()
     t = config.train
-    parallel.check_batch_size(t.eval_batch_size, "--config.train.eval_batch_size")
-    net, params, step = restore(config, workdir, mesh)
+    eval_batch_size = parallel.eval_batch_size(t.eval_batch_size)
+    net, params, step = restore(config, workdir, mesh, step)
     ds = data.load_data(config.data, workdir)
     step_fn = jax.jit(evaluation.make_eval_step(net, t.beam_size, t.length_penalty,
                                                 t.length_alpha),
                       in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)))
-    batches = data.eval_batches(ds, "test", t.eval_batch_size, jax.process_index(),
+    batches = data.eval_batches(ds, "test", eval_batch_size, jax.process_index(),
                                 jax.process_count())
     metrics, _, _ = evaluation.evaluate(step_fn, params, batches, ds.tgt_vocab,
                                         config.data.tokenizer, mesh, t.eval_max_examples)
@@ -78,10 +99,16 @@ def evaluate_workdir(config, workdir: str) -> dict:
 
 
 def _read_lines(path: str) -> list:
-    """Source lines; undecodable bytes are replaced (with a warning naming the line)."""
+    """Source lines, split on "\n" only, as the training reader splits them (bytes.splitlines
+    would also split on a lone "\r", form feeds and other separators, and the hypotheses would
+    stop lining up with the sources); a "\r" before the "\n" is dropped. Undecodable bytes are
+    replaced (with a warning naming the line)."""
     raw = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()
+    pieces = raw.split(b"\n")
+    if pieces[-1] == b"":  # the last line's newline ends it, it does not start another
+        pieces.pop()
     lines = []
-    for number, line in enumerate(raw.splitlines(), 1):
+    for number, line in enumerate((p.removesuffix(b"\r") for p in pieces), 1):
         try:
             lines.append(line.decode("utf-8"))
         except UnicodeDecodeError:
@@ -90,7 +117,8 @@ def _read_lines(path: str) -> list:
     return lines
 
 
-def predict(config, workdir: str, input_path: str, output_path: str, nbest: int = 1) -> dict:
+def predict(config, workdir: str, input_path: str, output_path: str, nbest: int = 1,
+            step: int | None = None) -> dict:
     """Decodes every source line of `input_path` into `output_path` (`--mode=predict`).
 
     One hypothesis a line, or with `nbest > 1` the lines `INDEX<TAB>HYPOTHESIS<TAB>SCORE`, best
@@ -108,7 +136,7 @@ def predict(config, workdir: str, input_path: str, output_path: str, nbest: int 
     t = config.train
     beam_size = max(t.beam_size, nbest)
     mesh = parallel.make_mesh()
-    net, params, _ = restore(config, workdir, mesh)
+    net, params, _ = restore(config, workdir, mesh, step)
     src_vocab, tgt_vocab = _vocabs(workdir)
     lines = _read_lines(input_path)
     max_len, tokenizer = config.data.max_len, config.data.tokenizer

@@ -43,6 +43,7 @@ What does not vmap, or not usefully:
   naming it. (Every model variant vmaps: all registry entries are pure JAX, and seeds differ
   only in numbers, never in shapes.)
 """
+import contextlib
 import json
 import os
 import time
@@ -52,8 +53,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from s2s_jax import checkpoint, cli, data, evaluation, model, parallel, prng, run_log, train
+from s2s_jax import (checkpoint, cli, data, evaluation, model, parallel, prng, run_log, stopping,
+                     train, workdir_lock)
 from s2s_jax.data.datasets import SRC_VOCAB_FILE, TGT_VOCAB_FILE
+from s2s_jax.data.vocab import SPECIALS
 from s2s_jax.run_log import RunLog
 from s2s_jax.stopping import StopRequest
 
@@ -223,7 +226,8 @@ def _train_group(group: list, state, batches: SeedBatches, start: int, step_fn, 
                 s.ckpt.wait()
             group[0].log.info(f"stopped: saved checkpoint {step} of seeds "
                               f"{[group[i].seed for i in alive]}; rerun the same command")
-            return {group[i].seed: {"stopped_at": step} for i in alive} | {
+            stopped = {"stopped_at": step, "signal": stop.signal_name}
+            return {group[i].seed: stopped for i in alive} | {
                 group[i].seed: {"failed": msg} for i, msg in failed.items()}
     out = {group[i].seed: {"failed": msg} for i, msg in failed.items()}
     for i in range(len(group)):
@@ -250,7 +254,6 @@ def train_and_evaluate_seeds(config, seeds: list, workdir: str) -> dict:
       train.TrainingError: after the other seeds finished, when a seed's loss became
         non-finite.
     """
-    t = config.train
     if config.parallel.num_processes > 1 or config.parallel.coordinator_address:
         raise ValueError("multiseed runs on one device; drop the multi-host flags, or run the "
                          "seeds separately (the sweep without --vmap)")
@@ -263,9 +266,22 @@ def train_and_evaluate_seeds(config, seeds: list, workdir: str) -> dict:
     device = jax.devices()[0]
     mesh = jax.sharding.Mesh(np.array([device]), (parallel.DATA_AXIS,))  # evaluation batches
     dirs = [os.path.join(workdir, f"seed{s}") for s in seeds]  # the sweep's layout
+    with contextlib.ExitStack() as locks:  # each seed's workdir, as run.py locks its own
+        for d in dirs:
+            run_log.make_workdir(d)
+            locks.enter_context(workdir_lock.WorkdirLock(d))
+        return _train_and_evaluate_seeds(config, seeds, dirs, device, mesh)
+
+
+def _train_and_evaluate_seeds(config, seeds: list, dirs: list, device, mesh) -> dict:
+    t = config.train
     for seed, d in zip(seeds, dirs):  # before the data writes its vocabularies there
-        run_log.make_workdir(d)
         run_log.check_resumes(d, _seed_config(config, seed))
+        train.check_optimizer_resumes(d, t)
+        run_log.drop_unvouched(d, (SRC_VOCAB_FILE, TGT_VOCAB_FILE))
+    train.schedule_params(config)  # the whole config is checked before anything is written
+    smallest = len(SPECIALS) + 1  # stand-in vocabularies: the checks do not depend on them
+    model.build(train.model_config(config, smallest, smallest))
     ds = data.load_data(config.data, dirs[0])
     for d in dirs[1:]:  # the vocabularies every workdir holds, so run.py can reuse each alone
         for vocab, name in ((ds.src_vocab, SRC_VOCAB_FILE), (ds.tgt_vocab, TGT_VOCAB_FILE)):
@@ -347,6 +363,8 @@ def main(argv):
         config = FLAGS.config.copy_and_resolve_references()
     result = train_and_evaluate_seeds(config, seeds, FLAGS.workdir)
     print(json.dumps({f"seed{k}": v for k, v in result.items()}), flush=True)
+    # 143 or 130 after a stop, as run.py (the seeds stop together); 0 when they finished.
+    return max(stopping.exit_status(r) for r in result.values())
 
 
 if __name__ == "__main__":

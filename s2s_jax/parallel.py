@@ -56,6 +56,18 @@ def check_batch_size(batch_size: int, what: str = "--batch_size") -> None:
                          f"devices (the batch is split evenly over them); change {what}")
 
 
+def eval_batch_size(batch_size: int, what: str = "--config.train.eval_batch_size") -> int:
+    """`batch_size` rounded up to a multiple of the device count, with an info line when that
+    changes it, so one config evaluates on any number of devices. Evaluation pads its batches
+    with empty examples that count for nothing, so the metrics do not change."""
+    devices = jax.device_count()
+    rounded = -(-batch_size // devices) * devices
+    if rounded != batch_size:
+        logging.info("%s=%d rounded up to %d, a multiple of the %d devices", what, batch_size,
+                     rounded, devices)
+    return rounded
+
+
 def global_batch(local_batch: dict, mesh) -> dict:
     """Assembles each host's rows into global arrays sharded on the `data` axis."""
     sharding = batch_sharded(mesh)

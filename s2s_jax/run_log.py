@@ -1,8 +1,11 @@
 """What a run writes for people and tools: config.json, metrics.jsonl, TensorBoard, progress lines.
 
 Only process 0 writes (`enabled`); the others keep the same calls as no-ops, so the train loop has
-no branches on the process index.
+no branches on the process index. A write that fails (a full disk) is a one-line WriteError
+naming the file and the fix; metrics.jsonl is appended a row at a time, so what a failure or a
+kill leaves is at most a torn last line, which the resuming run drops.
 """
+import errno
 import json
 import math
 import os
@@ -18,6 +21,19 @@ CONFIG_FILE = "config.json"
 # (more steps, another learning rate); data.data_dir is only where the prepared data lies.
 RUN_DEFINING = ("model", "data")
 MAY_MOVE = ("data.data_dir",)
+
+
+class WriteError(RuntimeError):
+    """The workdir cannot take a file (a full disk, a quota); the message names path and fix."""
+
+
+def write_error(err: OSError, path: str, what: str) -> WriteError:
+    """A one-line WriteError for an OSError raised while writing `what` `path`."""
+    reason = err.strerror or str(err) or type(err).__name__
+    fix = ("free space there (or give a --workdir on another disk)"
+           if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "make it writable")
+    return WriteError(f"cannot write {what} {path} ({reason}); {fix}, then rerun the same "
+                      f"command: it resumes from the last complete checkpoint")
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -70,6 +86,46 @@ def check_resumes(workdir: str, config) -> None:
                     f"--workdir, or drop the flag to continue that run")
 
 
+def drop_unvouched(workdir: str, names) -> None:
+    """Removes the files `names` from a workdir that has no config.json.
+
+    A run writes config.json only once its data is loaded, so such files (vocabularies) were
+    left by a run that stopped before it; reusing them would encode other data with them.
+    """
+    if read_config(workdir) is not None:
+        return
+    for name in names:
+        path = os.path.join(workdir, name)
+        try:
+            os.remove(path)
+        except FileNotFoundError:  # or another process of this run removed it first
+            continue
+        logging.info("removed %s: a run that stopped before writing %s left it", path,
+                     CONFIG_FILE)
+
+
+def parse_metrics(path: str, lines: list) -> list:
+    """Rows of metrics.jsonl `lines`; a torn last line (a kill or a full disk while it was
+    written) is dropped with a warning: it is the row a resumed run writes again.
+
+    Raises:
+      ValueError: a line before the last does not parse.
+    """
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number == len(lines):
+                logging.warning("%s:%d is a torn last row (%s); dropping it", path, number, err)
+                break
+            raise ValueError(f"{path}:{number} is not a JSON row ({err}); delete that line (or "
+                             f"the file, to keep only the checkpoints' record) and rerun") from None
+    return rows
+
+
 class RunLog:
     def __init__(self, workdir: str, enabled: bool = True):
         self.workdir = workdir
@@ -85,26 +141,42 @@ class RunLog:
         return os.path.join(self.workdir, METRICS_FILE)
 
     def write_config(self, config) -> None:
-        if self.enabled:
-            with open(os.path.join(self.workdir, CONFIG_FILE), "w") as f:
+        if not self.enabled:
+            return
+        path = os.path.join(self.workdir, CONFIG_FILE)
+        tmp = path + ".tmp"
+        try:  # a full disk leaves the old config.json whole, never a truncated one
+            with open(tmp, "w") as f:
                 f.write(config.to_json(indent=2, sort_keys=True) + "\n")
+            os.replace(tmp, path)
+        except OSError as err:
+            raise write_error(err, path, "the run's config") from None
 
     def truncate_after(self, step: int) -> None:
-        """Drops rows past `step`: a resumed run rewrites them, so none appear twice."""
+        """Drops rows past `step`, and a torn last row: a resumed run rewrites them, so none
+        appear twice."""
         if not self.enabled or not os.path.exists(self.metrics_path):
             return
         with open(self.metrics_path) as f:
-            rows = [line for line in f if line.strip()]
-        kept = [line for line in rows if json.loads(line)["step"] <= step]
-        if len(kept) != len(rows):
+            lines = f.readlines()
+        rows = parse_metrics(self.metrics_path, lines)
+        kept = [json.dumps(r) + "\n" for r in rows if r["step"] <= step]
+        whole = not lines or lines[-1].endswith("\n")  # else the next row would join it
+        if len(kept) != len([line for line in lines if line.strip()]) or not whole:
             tmp = self.metrics_path + ".tmp"
-            with open(tmp, "w") as f:
-                f.writelines(kept)
-            os.replace(tmp, self.metrics_path)
+            try:
+                with open(tmp, "w") as f:
+                    f.writelines(kept)
+                os.replace(tmp, self.metrics_path)
+            except OSError as err:
+                raise write_error(err, self.metrics_path, "metrics to") from None
 
     def _append(self, row: dict) -> None:
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        try:
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as err:
+            raise write_error(err, self.metrics_path, "metrics to") from None
         for key, value in row.items():
             if key not in ("step", "split") and isinstance(value, (int, float)):
                 tag = f"{row.get('split', 'train')}/{key}"
@@ -144,7 +216,12 @@ class RunLog:
 
     def close(self) -> None:
         if self._tb is not None:
-            self._tb.close()
+            tb, self._tb = self._tb, None  # closed once, even when the flush fails
+            try:
+                tb.close()
+            except OSError as err:
+                raise write_error(err, os.path.join(self.workdir, "tensorboard"),
+                                  "TensorBoard events to") from None
 
 
 class _LibraryInfoFilter:

@@ -50,7 +50,7 @@ from typing import Callable, NamedTuple
 
 import ml_collections
 
-from s2s_jax import grid, results, run_log
+from s2s_jax import grid, results, run_log, stopping, workdir_lock
 from s2s_jax.stopping import StopRequest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where run.py lives
@@ -182,7 +182,7 @@ def run_jobs(jobs: list, sweep_dir: str, parallel: int = 1, start: Callable = _P
       start: job -> a handle with poll() (None while running, else the exit status) and
         terminate(); tests pass a fake.
       stop: its `requested` flag stops the sweep: nothing new starts and running jobs get
-        terminate() (run.py then checkpoints and exits 0).
+        terminate() (run.py then checkpoints and exits 143, stopping.STOPPED_STATUSES).
       report: receives one progress line per finished job.
       poll_s: seconds between polls.
 
@@ -208,7 +208,9 @@ def run_jobs(jobs: list, sweep_dir: str, parallel: int = 1, start: Callable = _P
                 continue
             if all(is_finished(sweep_dir, job.point, s) for s in job.seeds):
                 outcome = Outcome(job, "done", "")
-            elif code == 0:  # a run stopped by SIGTERM exits 0 after its checkpoint
+            elif code in stopping.STOPPED_STATUSES or -code in stopping.SIGNALS:
+                # It checkpointed and exited 143 (or 130), or the signal came before its
+                # handler was installed: either way the same command resumes it.
                 outcome = Outcome(job, "stopped", "")
             else:
                 outcome = Outcome(job, "failed", f"exit {code}: {_last_error(job.log)}")
@@ -259,6 +261,15 @@ def sweep(config_spec: str, workdir: str, seeds: int | None = None, parallel: in
     seed_list = list(range(seeds))
     metrics = list(sweep_section.get("metrics", DEFAULT_METRICS))
     run_log.make_workdir(workdir)  # a file or an unwritable path: one line, before any run
+    # A second sweep on W would start the same runs; each run locks its own workdir as well.
+    with workdir_lock.WorkdirLock(workdir):
+        return _sweep(workdir, config_spec, path, variant, points, seed_list, metrics, fixed,
+                      baseline, parallel, vmap, command, start, stop, report, compilation_cache)
+
+
+def _sweep(workdir, config_spec, path, variant, points, seed_list, metrics, fixed, baseline,
+           parallel, vmap, command, start, stop, report, compilation_cache) -> int:
+    seeds = len(seed_list)
     manifest = {"config": config_spec, "command": command, "seeds": seed_list, "metrics": metrics,
                 "points": _manifest_points(points), "baseline": baseline}
     with open(os.path.join(workdir, results.MANIFEST), "w") as f:

@@ -5,6 +5,7 @@ workdir (parameters, optimizer state, step and data-iterator state), keys are fo
 step, and metrics.jsonl is cut back to the restored step, so a run killed and started again with
 the same command ends exactly where an uninterrupted run ends.
 """
+import errno
 import time
 from typing import NamedTuple
 
@@ -15,7 +16,9 @@ import optax
 from absl import logging
 
 from s2s_jax import (checkpoint, data, evaluation, host_memory, losses, model, parallel, plots,
-                     prng, run_log, sampling)
+                     prng, run_log, sampling, workdir_lock)
+from s2s_jax.data.datasets import SRC_VOCAB_FILE, TGT_VOCAB_FILE
+from s2s_jax.data.vocab import SPECIALS
 from s2s_jax.run_log import RunLog
 from s2s_jax.stopping import StopRequest
 
@@ -104,6 +107,41 @@ def make_optimizer(t) -> optax.GradientTransformation:
     return optax.chain(*parts, optax.adam(lr))
 
 
+def _optimizer_structure(t):
+    """The tree structure of the optimizer state `t` builds (on a stand-in parameter tree)."""
+    params = {"w": jax.ShapeDtypeStruct((1,), jnp.float32)}
+    return jax.tree_util.tree_structure(jax.eval_shape(make_optimizer(t).init, params))
+
+
+def check_optimizer_resumes(workdir: str, t) -> None:
+    """Raises ValueError when `t` builds an optimizer state of another structure than the
+    train section in `workdir`'s config.json (e.g. clipping turned on or off).
+
+    Its checkpoints hold that state: they could not restore into the new one, and the run would
+    be lost. Other train settings (the learning rate, more steps, a clip_norm of another size)
+    keep the structure and may change.
+    """
+    saved = (run_log.read_config(workdir) or {}).get("train")
+    if saved is None:
+        return
+    old = t.copy_and_resolve_references()
+    old.update({k: v for k, v in saved.items() if k in old})  # a field added since: unchanged
+    if _optimizer_structure(old) == _optimizer_structure(t):
+        return
+
+    def structure_with(name):  # the saved settings with only `name` changed
+        one = old.copy_and_resolve_references()
+        one[name] = t[name]
+        return _optimizer_structure(one)
+
+    changed = [k for k in t if old[k] != t[k]]
+    k = ([k for k in changed if structure_with(k) != _optimizer_structure(old)] or changed)[0]
+    raise ValueError(f"{workdir} holds a run with train.{k}={old[k]!r}, and this command sets "
+                     f"{t[k]!r}, which changes the structure of the optimizer state its "
+                     f"checkpoints hold: give a new --workdir, or drop the flag to continue "
+                     f"that run")
+
+
 def make_train_step(net: model.Model, tx, schedule: str, sp: sampling.ScheduleParams,
                     label_smoothing: float = 0.0):
     """The pure train step `(state, batch, rng) -> (state, metrics)`."""
@@ -169,26 +207,59 @@ def _check_step_memory(train_step, state, batch, rng) -> None:
         logging.warning("%s", advice)
 
 
+def _finish(closers, quiet: bool) -> None:
+    """Runs the clean-up calls; with `quiet` (an error is on its way out already) a failing one
+    is a warning, so that error stays the one line the command prints (a full disk fails the
+    TensorBoard flush and the checkpoint wait too)."""
+    for close in closers:
+        try:
+            close()
+        except Exception as err:  # noqa: BLE001 - reported, and the first error goes on
+            if not quiet:
+                raise
+            logging.warning("while stopping: %s: %s", type(err).__name__,
+                            (str(err).splitlines() or [""])[0][:200])
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
     """Trains `config` in `workdir` (resuming if it holds checkpoints), then evaluates on test.
 
-    Returns the final test metrics (also printed by run.py as one JSON line).
+    The workdir is locked for the run (workdir_lock); a full disk is a run_log.WriteError
+    naming the path, and the checkpoints already complete stay restorable.
+
+    Returns the final test metrics (also printed by run.py as one JSON line), or
+    {'stopped_at': step, 'signal': name} after SIGTERM or Ctrl-C.
     """
-    t = config.train
     run_log.make_workdir(workdir)
+    with workdir_lock.WorkdirLock(workdir, enabled=jax.process_index() == 0):
+        try:
+            return _train_and_evaluate(config, workdir)
+        except OSError as err:  # one not raised by a writer that names its own path
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise run_log.write_error(err, err.filename or workdir, "into") from None
+
+
+def _train_and_evaluate(config, workdir: str) -> dict:
+    t = config.train
     run_log.check_resumes(workdir, config)  # before the data writes its vocabularies there
+    check_optimizer_resumes(workdir, t)
     mesh = parallel.make_mesh()
     batch_type = t.get("batch_type", "sentences")
     if batch_type == "sentences":  # by tokens, each bucket's rows are a multiple of the devices
         parallel.check_batch_size(t.batch_size)
-    parallel.check_batch_size(t.eval_batch_size, "--config.train.eval_batch_size")
-    pid, nproc = jax.process_index(), jax.process_count()
-    ds = data.load_data(config.data, workdir)
-    net = model.build(model_config(config, len(ds.src_vocab), len(ds.tgt_vocab)))
+    eval_batch_size = parallel.eval_batch_size(t.eval_batch_size)
+    # The rest of the config is checked before the data writes anything: a run refused here
+    # must leave no vocabularies behind.
     tx = make_optimizer(t)
     sp = schedule_params(config)
+    smallest = len(SPECIALS) + 1  # stand-in vocabularies: the checks do not depend on them
+    model.build(model_config(config, smallest, smallest))
+    pid, nproc = jax.process_index(), jax.process_count()
+    run_log.drop_unvouched(workdir, (SRC_VOCAB_FILE, TGT_VOCAB_FILE))
+    ds = data.load_data(config.data, workdir)
+    net = model.build(model_config(config, len(ds.src_vocab), len(ds.tgt_vocab)))
     log = RunLog(workdir, enabled=(pid == 0))
-    log.write_config(config)
 
     replicated = parallel.replicated(mesh)
     batch_sharding = parallel.batch_sharded(mesh)
@@ -207,7 +278,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                   batch_type=batch_type, multiple=jax.local_device_count())
     abstract = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-    restored = ckpt.restore(abstract)
+    try:
+        restored = ckpt.restore(abstract)
+    except BaseException:
+        _finish((ckpt.close, log.close), quiet=True)
+        raise
+    log.write_config(config)  # after the restore: a checkpoint it refused keeps its config
     start = 0
     if restored is not None:
         state, data_state, start = restored
@@ -219,13 +295,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     rng = prng.train_key(t.seed)
     evaluate = lambda split: evaluation.evaluate(  # noqa: E731
-        eval_step, state.params, data.eval_batches(ds, split, t.eval_batch_size, pid, nproc),
+        eval_step, state.params, data.eval_batches(ds, split, eval_batch_size, pid, nproc),
         ds.tgt_vocab, config.data.tokenizer, mesh, t.eval_max_examples)[0]
     stop = StopRequest().install()
     pending = []  # (step, device metrics) not yet read on the host
     window = []  # (step, host metrics) since the last training row
     sync_every = max(1, min(t.log_every, 16))  # a host read at least every 16 steps (STACK_NOTES)
     clock, clock_step = time.time(), start
+    failing = False
     try:
         step = start
         while step < t.steps:
@@ -263,7 +340,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             if stopping:
                 ckpt.wait()
                 log.info(f"stopped: saved checkpoint {step}; rerun the same command to resume")
-                return {"stopped_at": step}
+                return {"stopped_at": step, "signal": stop.signal_name}
         ckpt.wait()
         best = ckpt.best_step()
         if best is not None and best != t.steps:
@@ -271,12 +348,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
         test = evaluate("test")
         log.eval_row(t.steps, "test", test)
         if pid == 0:
-            first = data.eval_batches(ds, "test", t.eval_batch_size, pid, nproc)[0]
+            first = data.eval_batches(ds, "test", eval_batch_size, pid, nproc)[0]
             plots.write_run_pictures(workdir, net, host_params(state.params), first,
                                      ds.src_vocab, ds.tgt_vocab)
         return {"step": t.steps, **test}
+    except BaseException:
+        failing = True
+        raise
     finally:
         stop.restore()
-        ckpt.wait()
-        ckpt.close()
-        log.close()
+        _finish((ckpt.wait, ckpt.close, log.close), quiet=failing)

@@ -2,10 +2,12 @@
 import json
 import os
 import random
+import shutil
 
 import pytest
 import sacrebleu
 
+from s2s_jax import checkpoint
 from test_run import ROOT, final_json, run
 
 WORDS = ["the", "cat", "dog", "sat", "ran", "on", "mat", "far", "red", "big"]
@@ -114,3 +116,58 @@ def test_eval_takes_this_commands_decoding_flags_but_not_a_different_model(train
     assert err.strip().splitlines()[-1] == (
         f"error: model.hidden={hidden + 1} would change the trained model (it has {hidden}); "
         "--mode=predict uses the run's own model: drop that flag")
+
+
+def test_predict_gives_one_line_per_newline_terminated_input_line(trained, tmp_path):
+    """A lone carriage return, a form feed or a file separator inside a line keeps it one line
+    (bytes.splitlines split on each); a CRLF ending is one line end."""
+    workdir, _, _ = trained
+    source = tmp_path / "in.txt"
+    source.write_bytes(b"the cat\rsat\n\x0cdog\x1cran\nmat far\r\nred")  # last line unterminated
+    out_path = tmp_path / "out.txt"
+    code, out, err = run(workdir, "--mode=predict", f"--input={source}", f"--output={out_path}")
+    assert code == 0, err[-2000:]
+    assert final_json(out)["lines"] == 4
+    assert len(out_path.read_text().split("\n")) == 5  # four lines, each newline-terminated
+
+
+def test_eval_falls_back_from_a_damaged_best_checkpoint_and_checkpoint_step_picks_one(trained,
+                                                                                     tmp_path):
+    source, files, _ = trained
+    workdir = tmp_path / "run"
+    shutil.copytree(source, workdir)
+    code, out, err = run(workdir, "--dataset=parallel_text", f"--train_file={files['train']}",
+                         f"--test_file={files['test']}", "--learning_rate=0.01", "--steps=120",
+                         "--eval_every=40", "--checkpoint_every=40")
+    assert code == 0, err[-2000:]
+    ckpt = checkpoint.Checkpoints(str(workdir), keep=3, best_metric="exact_match")
+    best, steps = ckpt.best_step(), ckpt.steps()
+    ckpt.close()
+    assert steps == [80, 120]
+    other = ({80, 120} - {best}).pop()
+    for root, _, files in os.walk(workdir / "checkpoints" / str(best) / "state"):
+        for name in files:
+            with open(os.path.join(root, name), "wb") as f:
+                f.write(b"garbage")
+    code, out, err = run(workdir, "--mode=eval")
+    assert code == 0, err[-2000:]
+    assert "Traceback" not in err
+    assert f"using checkpoint {other} instead of the best one, {best}, which cannot be" in err
+    assert final_json(out)["step"] == other
+    assert os.path.isdir(workdir / "checkpoints" / str(best))  # eval leaves the run as it is
+    code, out, err = run(workdir, "--mode=eval", f"--checkpoint_step={other}")
+    assert code == 0 and final_json(out)["step"] == other, err[-2000:]
+    for step, message in ((best, f"checkpoint {best} in {workdir / 'checkpoints'} cannot be "
+                                 f"read"), (7, f"no checkpoint 7 in {workdir / 'checkpoints'}; "
+                                               f"choose one of [80, 120]")):
+        code, out, err = run(workdir, "--mode=predict", f"--checkpoint_step={step}")
+        assert code == 2 and "Traceback" not in err
+        assert err.strip().splitlines()[-1].startswith(f"error: {message}"), err[-1000:]
+
+
+def test_eval_ignores_an_optimizer_flag_that_decoding_never_uses(trained):
+    """Clipping off changes the optimizer state's structure; the checkpoints must still read."""
+    workdir, _, train_result = trained
+    code, out, err = run(workdir, "--mode=eval", "--config.train.clip_norm=0")
+    assert code == 0, err[-2000:]
+    assert final_json(out)["exact_match"] == pytest.approx(train_result["exact_match"])

@@ -16,6 +16,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from s2s_jax import workdir_lock
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config=experiments/default.py:tiny"]
 
@@ -88,12 +90,16 @@ def _metric_close(a, b, keys=("loss", "token_accuracy", "exact_match", "bleu")):
 
 
 def test_one_device_equals_four_devices(tmp_path):
+    """With an evaluation batch that 4 does not divide: it is rounded up, not refused."""
     one, four = tmp_path / "one", tmp_path / "four"
-    code1, out1, err1 = run(one)
-    code4, out4, err4 = run(four, devices=4)
+    code1, out1, err1 = run(one, "--config.train.eval_batch_size=30")
+    code4, out4, err4 = run(four, "--config.train.eval_batch_size=30", devices=4)
     assert code1 == 0, err1[-2000:]
     assert code4 == 0, err4[-2000:]
     assert "1 device(s)" in err1 and "4 device(s)" in err4
+    assert "rounded up" not in err1
+    assert ("--config.train.eval_batch_size=30 rounded up to 32, a multiple of the 4 devices"
+            in err4)
     for r1, r4 in zip(rows(one), rows(four), strict=True):
         assert r1["step"] == r4["step"]
         _metric_close(r1, r4, ("loss", "token_accuracy", "sampled_fraction"))
@@ -153,6 +159,8 @@ def test_sigkill_then_rerun_finishes_like_an_uninterrupted_run(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not os.path.exists(killed / "checkpoints" / "120")
+    # The killed run's lock file stays behind; the kernel released its flock, so it is stale.
+    assert f"pid {proc.pid} " in (killed / ".lock").read_text()
     code, out_killed, err = run(killed, *LONG)
     assert code == 0, err[-2000:]
     assert "resumed from checkpoint" in err
@@ -184,7 +192,7 @@ def test_a_restarted_run_loads_its_compiled_train_step_from_the_workdir_cache(tm
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=60)
         errs.append(log.read_text())
-        assert proc.returncode == 0, errs[-1][-2000:]
+        assert proc.returncode == 143, errs[-1][-2000:]
     hit = "Persistent compilation cache hit for 'jit_train_step'"
     assert hit not in errs[0] and hit in errs[1]
     assert "resumed from checkpoint" in errs[1]
@@ -192,12 +200,16 @@ def test_a_restarted_run_loads_its_compiled_train_step_from_the_workdir_cache(tm
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])  # SIGINT: Ctrl-C
-def test_sigterm_or_ctrl_c_saves_the_current_step_and_exits_cleanly(tmp_path, signum):
+def test_sigterm_or_ctrl_c_saves_the_current_step_and_exits_with_128_plus_the_signal(tmp_path,
+                                                                                  signum):
+    """Not 0: `python run.py && next-step` must not go on after a preemption."""
     proc = start(tmp_path, "--steps=100000", "--checkpoint_every=100000", "--eval_every=100000")
     _wait_for_row(tmp_path, 30, proc)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err[-2000:]
+    assert proc.returncode == 128 + signum, err[-2000:]  # 143, 130: what a shell reports
+    assert "Traceback" not in err
+    assert final_json(out)["signal"] == signal.Signals(signum).name
     stopped = final_json(out)["stopped_at"]
     assert stopped >= 30
     assert os.listdir(tmp_path / "checkpoints") == [str(stopped)]
@@ -254,6 +266,12 @@ def test_a_corrupted_latest_checkpoint_is_skipped_for_the_previous(tmp_path):
     (["--dataset=nope"], "error: unknown dataset 'nope'"),
     (["--sampling_schedule=exponential", "--config.sampling.exponential_base=3"],
      "0 < --config.sampling.exponential_base < 1"),
+    (["--sampling_probability=1.5"], "error: --sampling_probability must lie in [0, 1], got 1.5"),
+    (["--config.data.buckets=4,6"], "the largest bucket 6 cannot hold max_len=8; end the list "
+                                    "with 8"),
+    (["--config.data.buckets=8,4,8"], "strictly increasing"),
+    (["--config.train.batch_type=tokens", "--batch_size=5"], "raise batch_size to at least 9"),
+    (["--config.train.batch_type=words"], "choose one of ['sentences', 'tokens']"),
 ])
 def test_bad_input_is_one_line_and_exit_status_2(tmp_path, flags, message):
     """Flags that do not parse too: absl alone would print two lines and exit 1, and
@@ -263,6 +281,8 @@ def test_bad_input_is_one_line_and_exit_status_2(tmp_path, flags, message):
     assert "Traceback" not in err and "FATAL" not in err
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, err[-1000:]
+    # Refused before anything was written: no vocabulary for a next run to take for its own.
+    assert not any(n.startswith("vocab.") for n in os.listdir(tmp_path)), os.listdir(tmp_path)
 
 
 def test_a_workdir_resumes_only_its_own_model_and_data(tmp_path):
@@ -270,7 +290,10 @@ def test_a_workdir_resumes_only_its_own_model_and_data(tmp_path):
     assert code == 0, err[-2000:]
     saved = {name: (tmp_path / name).read_bytes()
              for name in ("config.json", "vocab.src.txt", "metrics.jsonl")}
-    for flag, field in (("--hidden=24", "model.hidden=16"), ("--dataset=copy", "data.dataset=")):
+    for flag, field in (("--hidden=24", "model.hidden=16"), ("--dataset=copy", "data.dataset="),
+                        # Clipping off: the optimizer state loses a part; its checkpoints would
+                        # all fail to restore, be taken for damaged and the run start at 0.
+                        ("--config.train.clip_norm=0", "train.clip_norm=1.0")):
         code, out, err = run(tmp_path, "--steps=20", flag)
         assert code == 2
         last = err.strip().splitlines()[-1]
@@ -280,7 +303,8 @@ def test_a_workdir_resumes_only_its_own_model_and_data(tmp_path):
         assert os.listdir(tmp_path / "checkpoints") == ["10"]
         assert not (tmp_path / "corrupt_checkpoints").exists()
         assert all((tmp_path / name).read_bytes() == data for name, data in saved.items())
-    code, out, err = run(tmp_path, "--steps=20", "--learning_rate=0.002")  # train may change
+    code, out, err = run(tmp_path, "--steps=20", "--learning_rate=0.002",  # train may change
+                         "--config.train.clip_norm=0.5")  # the same state: clipping still on
     assert code == 0, err[-2000:]
     assert "resumed from checkpoint 10" in err and final_json(out)["step"] == 20
 
@@ -317,3 +341,26 @@ def test_every_bridge_trains_from_the_command_line(tmp_path, bridge):
     assert train[-1]["loss"] < train[0]["loss"] - 0.2
     assert json.loads((tmp_path / "config.json").read_text())["model"]["bridge"] == bridge
     assert 0.0 <= final_json(out)["exact_match"] <= 1.0
+
+
+def test_a_second_run_on_a_busy_workdir_names_the_holder_and_touches_nothing(tmp_path):
+    with workdir_lock.WorkdirLock(str(tmp_path)):  # this process stands in for a running run
+        code, out, err = run(tmp_path, timeout=120)
+    assert code == 2, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: --workdir={tmp_path} is in use by pid {os.getpid()} on host "
+                           f"{socket.gethostname()} since "), last
+    assert last.endswith("wait for that run to end (or stop it), or give another --workdir")
+    assert os.listdir(tmp_path) == [".lock"]
+
+
+def test_vocabularies_that_no_config_json_vouches_for_are_not_reused(tmp_path):
+    """A run refused after its data was loaded used to leave them; the next run on other data
+    encoded every token as unk with them."""
+    for name in ("vocab.src.txt", "vocab.tgt.txt"):
+        (tmp_path / name).write_text("<pad>\n<bos>\n<eos>\n<unk>\nzz\n")
+    code, out, err = run(tmp_path, "--steps=10", "--eval_every=10", "--checkpoint_every=10")
+    assert code == 0, err[-2000:]
+    assert "reusing vocabularies" not in err and "removed" in err
+    tokens = (tmp_path / "vocab.src.txt").read_text().split("\n")
+    assert "zz" not in tokens and len(tokens) > 10

@@ -64,18 +64,20 @@ class FakeRuns:
             with open(job.log, "a") as f:
                 f.write("some log line\nerror: the loss became nan at step 3\n")
             return _Handle(2)
+        status = 0
         for seed in job.seeds:
             workdir = results.seed_dir(self.sweep_dir, job.point.name, seed)
             os.makedirs(workdir, exist_ok=True)
             rows = [{"step": 10, "loss": 2.0 + seed}, {"step": 20, "loss": 1.0 + seed}]
-            if job.point.name == self.stop_at:  # SIGTERM: checkpoint, exit 0, no test row
+            if job.point.name == self.stop_at:  # SIGTERM: checkpoint, exit 143, no test row
                 self.stop.requested = True
+                status = 143
             else:
                 rows.append({"step": job.point.steps, "split": "test", "loss": 0.5,
                              "exact_match": 0.1 * seed, "token_accuracy": 0.9, "bleu": 50.0})
             with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
                 f.writelines(json.dumps(r) + "\n" for r in rows)
-        return _Handle(0)
+        return _Handle(status)
 
 
 SWEEP = dict(axis_flags=("model.bridge=zero,dense,copy",), set_flags=("train.steps=20",))
@@ -84,9 +86,13 @@ SWEEP = dict(axis_flags=("model.bridge=zero,dense,copy",), set_flags=("train.ste
 def test_a_stopped_sweep_restarted_runs_only_the_missing_points(tmp_path):
     stop = sweep.StopRequest()
     first = FakeRuns(str(tmp_path), stop, stop_at="bridge=dense")
+    lines = []
     code = sweep.sweep(BRIDGES_TINY, str(tmp_path), seeds=1, start=first, stop=stop,
-                       report=lambda line: None, **SWEEP)
+                       report=lines.append, **SWEEP)
     assert code == 1  # stopped
+    # run.py's exit status after SIGTERM (143) reads as stopped, not failed.
+    assert any("bridge=dense seed 0: stopped" in line for line in lines), lines
+    assert not any("failed" in line for line in lines), lines
     assert [s[0] for s in first.started] == ["bridge=zero", "bridge=dense"]  # copy never began
     with open(tmp_path / "results.csv") as f:
         assert [int(r["seeds"]) for r in csv.DictReader(f)] == [1, 0, 0]
