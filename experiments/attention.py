@@ -21,16 +21,18 @@ Setting: the `attention` bridge (initial decoder state from a `dense` bridge) on
 bridges study's small model (bidirectional LSTM, 64 units per direction, decoder 128: the width
 of the encoder outputs, which `dot` and `scaled_dot` need) and 600 steps.
 
-Outcome (measured, 3 seeds, 2026-11-29; experiments/results/attention.md; the README has the
-table). The hypothesis before the run was that the parameterised scores learn the alignment in
-fewer steps than the parameter-free ones and that `scaled_dot` trains more smoothly than `dot`;
-both halves were wrong. After 600 steps the parameter-free `dot` is best (test exact match
-0.989 +- 0.003), then `general` (0.973 +- 0.022) and `bahdanau` (0.902 +- 0.087; its seeds
-ended at 0.98, 0.92 and 0.81), all three with exposure gaps of 0.02 or less. `scaled_dot` is far
-behind (0.405 +- 0.053, exposure gap 0.13), but only in speed: trained three times as long
-(1800 steps, the fourth command above, 3.2 minutes) it reaches 0.987 +- 0.006, where `dot`
-reaches 1.000. That fits a slow start: dividing the scores by sqrt(128) ~ 11 makes the first
-softmaxes nearly flat over up to 24 source positions (attention entropy was not measured).
+Outcome (measured, 3 seeds, 2026-12-04 with the current seed keys;
+experiments/results/attention.md; the README has the table). The hypothesis before the run was
+that the parameterised scores learn the alignment in fewer steps than the parameter-free ones
+and that `scaled_dot` trains more smoothly than `dot`; both halves were wrong. After 600 steps
+the parameter-free `dot` is best (test exact match 0.995 +- 0.003), then `general`
+(0.982 +- 0.011) and `bahdanau` (0.933 +- 0.042), all three with exposure gaps of 0.015 or
+less. `scaled_dot` is far behind (0.421 +- 0.034, exposure gap 0.11). With the earlier seed
+keys (commit 1ca7431, the same ranking at 600 steps) it was behind only in speed: trained three
+times as long (1800 steps, the fourth command above) it reached 0.987 +- 0.006, where `dot`
+reached 1.000; not yet repeated with today's keys. That fits a slow start: dividing the scores
+by sqrt(128) ~ 11 makes the first softmaxes nearly flat over up to 24 source positions
+(attention entropy was not measured).
 """
 import os
 

@@ -28,24 +28,22 @@ take about 5 minutes on a 2-core CPU with --parallel=2. The inverse-sigmoid sche
 reaches its cap p = 0.25 at step 180, so most of training feeds back the model's own tokens a
 quarter of the time.
 
-Outcome (measured, 3 seeds a point, 2026-11-29; experiments/results/bridges.md; the README has
-the table). `attention` solves the task (test exact match 1.000 in every seed and every
-setting): the decoder can look at the source position it emits. The bridges that squeeze the
-source into a fixed state learn part of it, in the order concat (0.782) > copy (0.698) >
-concat_inputs (0.600) > dense (0.531), with exposure gaps (teacher-forced minus free-running
-token accuracy) of 0.04-0.12 that attention does not have; `zero` gives the decoder no
-information about the source and stays at chance (exact match 0, token accuracy 0.14).
-The order holds when the argmax is fed back instead of a sample and with teacher forcing
-(where concat_inputs and dense are 0.011 apart, 0.766 and 0.755), and so does one more
-result: at this length of training, scheduled sampling costs every fixed-state bridge exact
-match. Against
-teacher forcing, sampled feedback loses 0.10-0.22 (dense the most) and argmax feedback
-0.03-0.13, and neither narrows the exposure gap: 0.03-0.12 with feedback against 0.03-0.06
-without. experiments/schedules.py follows this up. Trained to convergence with teacher forcing
-(4000 steps, 11.5 minutes) the fixed-state bridges close most of the distance to attention and
-the order mostly holds, but concat's lead over copy is a lead in speed only: copy 0.963 +- 0.006
-and concat 0.963 +- 0.009, then concat_inputs 0.919 +- 0.003 and dense 0.906 +- 0.014, with
-exposure gaps of 0.005-0.018.
+Outcome (measured, 3 seeds a point, 2026-12-04 with the current seed keys and the per-tensor
+`concat`; experiments/results/bridges.md; the README has the table). `attention` solves the
+task (test exact match 1.000 in every seed and every setting): the decoder can look at the
+source position it emits. The bridges that squeeze the source into a fixed state learn part of
+it, in the order concat (0.795) > copy (0.702) > concat_inputs (0.621) > dense (0.544), with
+exposure gaps (teacher-forced minus free-running token accuracy) of 0.05-0.12 that attention
+does not have; `zero` gives the decoder no information about the source and stays at chance
+(exact match 0, token accuracy 0.14). The order holds when the argmax is fed back instead of a
+sample and with teacher forcing (where concat_inputs and dense are 0.002 apart, 0.768 and
+0.766), and so does one more result: at this length of training, scheduled sampling costs
+every fixed-state bridge exact match. Against teacher forcing, sampled feedback loses 0.09-0.22
+(dense the most) and argmax feedback 0.03-0.12, and neither narrows the exposure gap except
+copy's with the argmax (0.043 against 0.046). experiments/schedules.py follows this up. With
+the earlier seed keys and `concat` (commit 1ca7431) the same held, and trained to convergence
+with teacher forcing (4000 steps) concat's lead over copy was one of speed only (both 0.963);
+that run is not repeated yet.
 """
 import os
 
