@@ -14,6 +14,8 @@ class _LateStop:
     sees it set. A loop that reads the flag twice in one step (once to decide the checkpoint,
     once to stop) then stops without saving that step."""
 
+    signal_name = "SIGTERM"
+
     def __init__(self):
         self.reads = 0
 
@@ -38,14 +40,16 @@ def _tiny():
 def test_a_stop_between_two_reads_of_the_flag_still_saves_the_step(tmp_path, monkeypatch):
     monkeypatch.setattr(train, "StopRequest", _LateStop)
     result = train.train_and_evaluate(_tiny(), str(tmp_path))
-    assert result == {"stopped_at": 2}  # step 1 read the flag unset, step 2 saw it
+    # Step 1 read the flag unset, step 2 saw it; run.py then exits 143.
+    assert result == {"stopped_at": 2, "signal": "SIGTERM"}
     assert os.listdir(tmp_path / "checkpoints") == ["2"]
 
 
 def test_the_seeds_program_saves_the_step_it_stops_at_too(tmp_path, monkeypatch):
     monkeypatch.setattr(multiseed, "StopRequest", _LateStop)
     result = multiseed.train_and_evaluate_seeds(_tiny(), [0, 1], str(tmp_path))
-    assert result == {0: {"stopped_at": 2}, 1: {"stopped_at": 2}}
+    stopped = {"stopped_at": 2, "signal": "SIGTERM"}
+    assert result == {0: stopped, 1: stopped}
     for seed in (0, 1):
         assert os.listdir(tmp_path / f"seed{seed}" / "checkpoints") == ["2"]
 
