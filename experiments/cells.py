@@ -17,14 +17,14 @@ state structure matters: LSTM carries (c, h), GRU h) on the embedded `reverse` t
 study's small model (64 units per direction, decoder 128, the same depth as the encoder) and
 600 steps; 2 layers have dropout 0.1 between them.
 
-Outcome (measured, 3 seeds, 2026-11-29; experiments/results/cells.md; the README has the
-table). At one layer the LSTM is ahead of the GRU (test exact match 0.313 +- 0.003 against
-0.269 +- 0.014), as guessed before the run. The guess that a second layer helps little was wrong:
-it is the largest effect here, +0.09 for the LSTM (0.407 +- 0.009) and +0.15 for the GRU
-(0.414 +- 0.011), which closes the gap between the cells and lowers the exposure gap from
-0.16-0.18 to 0.13-0.14. Two-layer runs took 17-45 s against 14-21 s for one layer (two runs at a
-time on 2 cores, compile and evaluation included). The one-layer LSTM point is the same
-configuration as the schedules study's inverse-sigmoid cap-0.25 point and gave the same numbers.
+Outcome (measured, 3 seeds, 2026-12-04 with the current seed keys; experiments/results/cells.md;
+the README has the table). At one layer the LSTM is ahead of the GRU (test exact match
+0.307 +- 0.019 against 0.255 +- 0.015), as guessed before the run. The guess that a second
+layer helps little was wrong: it is the largest effect here, +0.09 for the LSTM
+(0.398 +- 0.006) and +0.13 for the GRU (0.387 +- 0.015), which closes most of the gap between
+the cells and lowers the exposure gap from 0.16-0.17 to 0.14-0.15. The earlier seed keys gave
+the same picture (commit 1ca7431). The one-layer LSTM point is the same configuration as the
+schedules study's inverse-sigmoid cap-0.25 point and gives the same numbers.
 """
 import os
 
