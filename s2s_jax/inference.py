@@ -100,9 +100,9 @@ def _evaluate_workdir(config, workdir: str, step: int | None) -> dict:
 
 def _read_lines(path: str) -> list:
     """Source lines, split on "\n" only, as the training reader splits them (bytes.splitlines
-    would also split on a lone "\r", form feeds and other separators, and the hypotheses would
-    stop lining up with the sources); a "\r" before the "\n" is dropped. Undecodable bytes are
-    replaced (with a warning naming the line)."""
+    also splits on a lone "\r", str.splitlines on form feeds and other separators too, and the
+    hypotheses would stop lining up with the sources); a "\r" before the "\n" is dropped.
+    Undecodable bytes are replaced (with a warning naming the line)."""
     raw = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()
     pieces = raw.split(b"\n")
     if pieces[-1] == b"":  # the last line's newline ends it, it does not start another

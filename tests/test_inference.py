@@ -119,8 +119,9 @@ def test_eval_takes_this_commands_decoding_flags_but_not_a_different_model(train
 
 
 def test_predict_gives_one_line_per_newline_terminated_input_line(trained, tmp_path):
-    """A lone carriage return, a form feed or a file separator inside a line keeps it one line
-    (bytes.splitlines split on each); a CRLF ending is one line end."""
+    """A lone carriage return inside a line keeps it one line (bytes.splitlines split there), as
+    do a form feed and a file separator (str.splitlines would split there); a CRLF ending is one
+    line end."""
     workdir, _, _ = trained
     source = tmp_path / "in.txt"
     source.write_bytes(b"the cat\rsat\n\x0cdog\x1cran\nmat far\r\nred")  # last line unterminated
