@@ -147,8 +147,13 @@ def predict(config, workdir: str, input_path: str, output_path: str, nbest: int 
     steps = max_len + 1
     buckets = data.shape_buckets(config.data.get("buckets", ""), max_len)  # one compile each
     params = train.host_params(params)
-    decode = jax.jit(lambda p, x, n: net.decode_beam(p, x, n, steps, beam_size, t.length_penalty,
-                                                     t.length_alpha))
+    if beam_size == 1:  # greedy, as evaluation decodes: through the input path training fed
+        decode = jax.jit(lambda p, x, n: (
+            jax.numpy.argmax(net.decode_greedy(p, x, n, steps).logits, -1)[:, None],  # [B, 1, T]
+            jax.numpy.zeros((x.shape[0], 1))))  # no score is written for one hypothesis
+    else:
+        decode = jax.jit(lambda p, x, n: net.decode_beam(p, x, n, steps, beam_size,
+                                                         t.length_penalty, t.length_alpha))
     chunk = t.eval_batch_size
     results = []
     for start in range(0, len(lines), chunk):
