@@ -248,6 +248,9 @@ def _train_and_evaluate(config, workdir: str) -> dict:
     batch_type = t.get("batch_type", "sentences")
     if batch_type == "sentences":  # by tokens, each bucket's rows are a multiple of the devices
         parallel.check_batch_size(t.batch_size)
+    else:
+        data.check_token_budget(t.batch_size, config.data.max_len,
+                                jax.local_device_count() * jax.process_count())
     eval_batch_size = parallel.eval_batch_size(t.eval_batch_size)
     # The rest of the config is checked before the data writes anything: a run refused here
     # must leave no vocabularies behind.

@@ -8,12 +8,13 @@ Typical use:
 
 from s2s_jax.data.datasets import Data, Dataset, DATASETS, default_config, load_data
 from s2s_jax.data.errors import DataError
-from s2s_jax.data.pipeline import (BATCH_TYPES, encode_batch, EncodedSplit, eval_batches, pad_batch,
+from s2s_jax.data.pipeline import (BATCH_TYPES, check_token_budget, encode_batch, EncodedSplit, eval_batches, pad_batch,
                                    shape_buckets, train_iterator)
 from s2s_jax.data.vocab import tokenize, Vocab
 
 __all__ = [
     "BATCH_TYPES",
+    "check_token_budget",
     "Data",
     "DataError",
     "Dataset",

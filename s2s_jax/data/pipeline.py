@@ -186,6 +186,16 @@ def shape_buckets(spec: str, max_len: int) -> tuple[int, ...]:
     return values
 
 
+def check_token_budget(tokens: int, max_len: int, step: int) -> None:
+    """Raises DataError when a batch of `tokens` padded target positions cannot hold `step`
+    examples (one per device) of max_len; checked before anything is written."""
+    if tokens // (max_len + 1) // step * step < 1:
+        raise DataError(f"a batch of {tokens} tokens cannot hold {step} example(s) of "
+                        f"max_len={max_len} (their {max_len + 1} target positions each on {step} "
+                        f"device(s) and host(s)); raise batch_size to at least "
+                        f"{(max_len + 1) * step} or lower max_len")
+
+
 def bucket_of(buckets: Sequence[int], longest: int) -> int:
     """The smallest bucket that holds `longest` tokens."""
     return int(buckets[np.searchsorted(buckets, longest)])
@@ -245,12 +255,7 @@ class _TrainBatches:
         if tokens:
             step = multiple * process_count  # every host the same share, every device too
             self.rows = {b: tokens // (b + 1) // step * step for b in self.buckets}  # per bucket
-            if self.rows[self.buckets[-1]] < 1:
-                need = (self.buckets[-1] + 1) * step
-                raise DataError(f"a batch of {tokens} tokens cannot hold {step} example(s) of "
-                                f"max_len={max_len} (their {max_len + 1} target positions each "
-                                f"on {step} device(s) and host(s)); raise batch_size to at least "
-                                f"{need} or lower max_len")
+            check_token_budget(tokens, max_len, step)
             self.chunk = self.window * self.rows[self.buckets[0]]  # examples sorted together
         else:
             self.chunk = self.window * global_batch
