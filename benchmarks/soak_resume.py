@@ -1,7 +1,7 @@
 """Soak check of resuming: one run killed and restarted many times ends as an uninterrupted one.
 
-  python benchmarks/soak_resume.py                      # 20 kills of the tiny config, 600 steps
-  python benchmarks/soak_resume.py --kills=5 --steps=100 --workdir=/tmp/soak
+  python benchmarks/soak_resume.py                      # 20 kills of the tiny config, 2000 steps
+  python benchmarks/soak_resume.py --kills=5 --steps=500 --workdir=/tmp/soak
 
 Trains the tiny config (experiments/default.py:tiny) once without interruption, then runs the
 same command in a second workdir and kills it `--kills` times at random moments, with SIGKILL or
@@ -34,13 +34,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING = ("tokens_per_s",)  # fields that measure the machine, not the run
 
 flags.DEFINE_integer("kills", 20, "times the run is killed and started again")
-flags.DEFINE_integer("steps", 600, "training steps of the run")
+flags.DEFINE_integer("steps", 2000, "training steps of the run")
 flags.DEFINE_integer("checkpoint_every", 10, "checkpoint interval (what a SIGKILL can lose)")
 flags.DEFINE_integer("eval_every", 50, "validation interval")
 flags.DEFINE_float("startup_share", 0.25, "share of the kills aimed at start-up")
 flags.DEFINE_float("min_wait_s", 1.0, "start-up kills: shortest time from the start")
 flags.DEFINE_float("startup_s", 15.0, "start-up kills: longest time from the start")
-flags.DEFINE_float("max_train_s", 2.0, "other kills: longest time after the first new row")
+flags.DEFINE_float("max_train_s", 1.0, "other kills: longest time after the first new row")
 flags.DEFINE_integer("seed", 0, "seed of the kill moments and signals (not of the run)")
 flags.DEFINE_string("workdir", None, "where the two runs go (default: a temporary directory)")
 FLAGS = flags.FLAGS
