@@ -1,13 +1,16 @@
 """Soak check of resuming: one run killed and restarted many times ends as an uninterrupted one.
 
-  python benchmarks/soak_resume.py                      # 20 kills of the tiny config, 200 steps
-  python benchmarks/soak_resume.py --kills=5 --steps=100 --workdir=/tmp/soak
+  python benchmarks/soak_resume.py                      # 20 kills of the tiny config, 2000 steps
+  python benchmarks/soak_resume.py --kills=5 --steps=500 --workdir=/tmp/soak
 
 Trains the tiny config (experiments/default.py:tiny) once without interruption, then runs the
-same command in a second workdir and kills it `--kills` times at random moments (uniform in
-[--min_wait_s, --max_wait_s] after its start: during start-up, compilation, training steps,
-evaluations, checkpoint writes, metrics appends), with SIGKILL or SIGTERM at random, starting it
-again after each; then lets it finish. Prints one JSON line: whether the two metrics.jsonl hold
+same command in a second workdir and kills it `--kills` times at random moments, with SIGKILL or
+SIGTERM at random, starting it again after each; then lets it finish. A `--startup_share` of the
+kills land during start-up (uniform in [--min_wait_s, --startup_s] after the start: imports, data,
+compilation, the restore); the others once the restarted run has written a new metrics row, after
+a further uniform [0, --max_train_s] (training steps, evaluations, checkpoint writes, metrics
+appends). Bounding the training time per start keeps the run from finishing before the last
+kill. Prints one JSON line: whether the two metrics.jsonl hold
 the same (step, split) rows, without duplicated or missing steps, with the same values (every
 field but the timing one, tokens_per_s), and whether the final parameters are bitwise equal.
 
@@ -31,12 +34,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING = ("tokens_per_s",)  # fields that measure the machine, not the run
 
 flags.DEFINE_integer("kills", 20, "times the run is killed and started again")
-flags.DEFINE_integer("steps", 200, "training steps of the run")
+flags.DEFINE_integer("steps", 2000, "training steps of the run")
 flags.DEFINE_integer("checkpoint_every", 10, "checkpoint interval (what a SIGKILL can lose)")
 flags.DEFINE_integer("eval_every", 50, "validation interval")
-flags.DEFINE_float("min_wait_s", 1.0, "shortest time from a start to its kill")
-flags.DEFINE_float("max_wait_s", 90.0, "longest time from a start to its kill (start-up "
-                   "alone takes 10-40 s on 2 loaded cores: keep it well above that)")
+flags.DEFINE_float("startup_share", 0.25, "share of the kills aimed at start-up")
+flags.DEFINE_float("min_wait_s", 1.0, "start-up kills: shortest time from the start")
+flags.DEFINE_float("startup_s", 15.0, "start-up kills: longest time from the start")
+flags.DEFINE_float("max_train_s", 1.0, "other kills: longest time after the first new row")
 flags.DEFINE_integer("seed", 0, "seed of the kill moments and signals (not of the run)")
 flags.DEFINE_string("workdir", None, "where the two runs go (default: a temporary directory)")
 FLAGS = flags.FLAGS
@@ -64,6 +68,21 @@ def _run_to_end(workdir: str) -> int:
 def _rows(workdir: str) -> list:
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def _last_step(workdir: str) -> int:
+    """The step of the last whole row of metrics.jsonl (0 when there is none)."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        lines = f.readlines()
+    for line in reversed(lines):
+        try:
+            return int(json.loads(line)["step"])
+        except (ValueError, KeyError):
+            continue  # a torn row being written
+    return 0
 
 
 def _finished(workdir: str) -> bool:
@@ -122,22 +141,37 @@ def main(argv):
         if _finished(soaked):
             break  # a finished run has nothing left to interrupt
         signum = rng.choice([signal.SIGKILL, signal.SIGTERM])
-        wait = rng.uniform(FLAGS.min_wait_s, FLAGS.max_wait_s)
-        proc = subprocess.Popen(_command(soaked), cwd=ROOT, env=_env(),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        try:
-            proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signum)
-        err = proc.communicate()[1]
+        at_startup = rng.random() < FLAGS.startup_share
+        before = _last_step(soaked)
+        started = time.time()
+        # stderr to a file: a pipe nobody reads while the run logs could fill and block it
+        with tempfile.TemporaryFile("w+") as log:
+            proc = subprocess.Popen(_command(soaked), cwd=ROOT, env=_env(),
+                                    stdout=subprocess.DEVNULL, stderr=log, text=True)
+            if at_startup:
+                deadline = started + rng.uniform(FLAGS.min_wait_s, FLAGS.startup_s)
+            else:
+                while proc.poll() is None and _last_step(soaked) <= before:
+                    time.sleep(0.05)
+                deadline = time.time() + rng.uniform(0.0, FLAGS.max_train_s)
+            while proc.poll() is None and time.time() < deadline:
+                time.sleep(0.01)
+            if proc.poll() is None:
+                proc.send_signal(signum)
+            proc.wait()
+            wait = time.time() - started
+            log.seek(0)
+            err = log.read()
         resumed = [line.split("resumed from checkpoint ")[1].split()[0]
                    for line in err.splitlines() if "resumed from checkpoint " in line]
         # The line train.py logs once the state is restored: the kill came while training.
         training = any(" parameters, " in line and " device(s), " in line
                        for line in err.splitlines())
         kills.append({"signal": signal.Signals(signum).name, "after_s": round(wait, 1),
+                      "aimed_at": "start-up" if at_startup else "training",
                       "exit": proc.returncode, "while_training": training,
                       "resumed_from": int(resumed[0]) if resumed else None,
+                      "last_step": _last_step(soaked),
                       "error": next((line for line in err.splitlines()
                                      if line.startswith("error:")), None)})
     soak_start = time.time()
@@ -149,6 +183,7 @@ def main(argv):
            "kills_while_training": sum(k["while_training"] for k in kills),
            "errors": [k["error"] for k in kills if k["error"]],
            "resumed_from": [k["resumed_from"] for k in kills],
+           "stopped_at_steps": [k["last_step"] for k in kills],
            **_compare(_rows(whole), _rows(soaked)),
            "params_identical": all(
                (a == b).all() for a, b in zip(_params(whole, FLAGS.steps).values(),

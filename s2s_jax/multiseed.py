@@ -313,7 +313,10 @@ def _train_and_evaluate_seeds(config, seeds: list, dirs: list, device, mesh) -> 
         if restored is None:
             groups.setdefault(0, []).append((run, init(jnp.asarray(run.seed, jnp.int32)), None))
         else:
-            state, data_state, start = restored
+            state, record, start = restored
+            # A checkpoint run.py saved also holds its metrics window; the seeds' rows restart
+            # their averages at the restored step.
+            data_state, _ = train.from_data_record(record)
             groups.setdefault(start, []).append((run, state, data_state))
             run.log.info(f"seed {run.seed}: resumed from checkpoint {start}")
 

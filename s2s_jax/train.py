@@ -207,6 +207,23 @@ def _check_step_memory(train_step, state, batch, rng) -> None:
         logging.warning("%s", advice)
 
 
+def data_record(iterator_state: dict, window: list) -> dict:
+    """What a checkpoint keeps beside the train state: the data iterator's state, and the
+    per-step metrics read since the last training row. A run stopped between two rows (SIGTERM
+    saves the step in flight) thus writes the next row over the same steps, with the same values,
+    as an uninterrupted run."""
+    return {"iterator": iterator_state,
+            "window": [[step, {k: float(v) for k, v in m.items()}] for step, m in window]}
+
+
+def from_data_record(record: dict) -> tuple:
+    """(iterator state, window) of a checkpoint's data record; a checkpoint saved before the
+    record held a window holds the iterator state alone."""
+    if set(record) == {"iterator", "window"}:
+        return record["iterator"], [(step, m) for step, m in record["window"]]
+    return record, []
+
+
 def _finish(closers, quiet: bool) -> None:
     """Runs the clean-up calls; with `quiet` (an error is on its way out already) a failing one
     is a warning, so that error stays the one line the command prints (a full disk fails the
@@ -287,9 +304,10 @@ def _train_and_evaluate(config, workdir: str) -> dict:
         _finish((ckpt.close, log.close), quiet=True)
         raise
     log.write_config(config)  # after the restore: a checkpoint it refused keeps its config
-    start = 0
+    start, restored_window = 0, []
     if restored is not None:
-        state, data_state, start = restored
+        state, record, start = restored
+        data_state, restored_window = from_data_record(record)
         batches.set_state(data_state)
         logging.info("resumed from checkpoint %d in %s", start, ckpt.directory)
     log.truncate_after(start)
@@ -302,7 +320,7 @@ def _train_and_evaluate(config, workdir: str) -> dict:
         ds.tgt_vocab, config.data.tokenizer, mesh, t.eval_max_examples)[0]
     stop = StopRequest().install()
     pending = []  # (step, device metrics) not yet read on the host
-    window = []  # (step, host metrics) since the last training row
+    window = restored_window  # (step, host metrics) since the last training row
     sync_every = max(1, min(t.log_every, 16))  # a host read at least every 16 steps (STACK_NOTES)
     clock, clock_step = time.time(), start
     failing = False
@@ -339,7 +357,7 @@ def _train_and_evaluate(config, workdir: str) -> dict:
                 log.eval_row(step, "valid", eval_metrics)
                 clock += time.time() - eval_start  # steps/s and ETA count training time only
             if due_ckpt:
-                ckpt.save(step, state, batches.get_state(), eval_metrics)
+                ckpt.save(step, state, data_record(batches.get_state(), window), eval_metrics)
             if stopping:
                 ckpt.wait()
                 log.info(f"stopped: saved checkpoint {step}; rerun the same command to resume")

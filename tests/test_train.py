@@ -1,5 +1,6 @@
 """train.train_and_evaluate's stop on SIGTERM, in-process (the signal itself is sent to run.py in
 test_run.py; here its timing is made the worst case on purpose), and the train section's checks."""
+import json
 import os
 
 import pytest
@@ -98,3 +99,23 @@ def test_aux_inputs_no_pipeline_supplies_are_rejected_with_the_fix():
     assert "--config.model.aux_dim=0" in msg and "\n" not in msg
     c.model.aux_dim = 0
     assert train.model_config(c, 24, 24).aux_dim == 0
+
+
+def _metric_rows(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]  # timing apart
+
+
+def test_a_run_stopped_between_two_rows_writes_the_next_one_as_an_uninterrupted_run(
+        tmp_path, monkeypatch):
+    """The checkpoint of a stop at step 2 keeps steps 1-2's metrics, so the row at the next log
+    step still averages all of its steps (it used to average only those after the resume)."""
+    config = _tiny()
+    config.train.update(steps=20, log_every=10, eval_every=1000, checkpoint_every=1000)
+    train.train_and_evaluate(config, str(tmp_path / "whole"))
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "StopRequest", _LateStop)
+        assert train.train_and_evaluate(config, str(tmp_path / "stopped"))["stopped_at"] == 2
+    assert train.train_and_evaluate(config, str(tmp_path / "stopped"))["step"] == 20
+    assert _metric_rows(tmp_path / "stopped") == _metric_rows(tmp_path / "whole")
