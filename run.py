@@ -6,7 +6,7 @@
 
 Alias flags (--bridge, --steps, ...) overwrite fields of the --config file; `config.json` in the
 workdir records the result. Bad input ends with one line on stderr and exit status 2; a run
-stopped by SIGTERM or Ctrl-C (checkpointed, resumable) exits 143 or 130 (s2s_jax/stopping.py).
+stopped by SIGTERM or Ctrl-C (checkpointed, resumable) exits 143 or 130 (s2s_jax/training/stopping.py).
 """
 import json
 import os
@@ -14,7 +14,9 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from s2s_jax import attention, bridges, cells, cli, sampling, stopping
+from s2s_jax import cli
+from s2s_jax.models import attention, bridges, cells, sampling
+from s2s_jax.training import stopping
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 with cli.flag_errors():  # it applies the --config.FIELD overrides of sys.argv already
@@ -97,7 +99,7 @@ def _trained_config(workdir: str):
     """eval and predict: the run's own config.json, with this command's --config.FIELD and alias
     flags on top (decoding, evaluation data, devices), as long as they leave the model alone:
     its checkpoints hold that model's parameters."""
-    from s2s_jax import inference
+    from s2s_jax.training import inference
     saved = inference.load_config(workdir)
     config = saved.copy_and_resolve_references()
     for field, value in config_flags.get_override_values(FLAGS["config"]).items():
@@ -114,11 +116,11 @@ def _trained_config(workdir: str):
 def main(argv):
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
-    from s2s_jax import run_log
+    from s2s_jax.training import run_log
     run_log.quiet_libraries()
     with cli.flag_errors():  # a --config file that failed to load raises when first read
         config = _apply_aliases(FLAGS.config.copy_and_resolve_references())
-    from s2s_jax import parallel  # JAX starts here, after the flags are parsed
+    from s2s_jax.training import parallel  # JAX starts here, after the flags are parsed
     p = config.parallel
     parallel.initialize(p.coordinator_address, p.num_processes, p.process_id)
     import jax
@@ -126,7 +128,7 @@ def main(argv):
         # JAX writes entries from process 0 only, so a workdir shared by hosts is safe.
         jax.config.update("jax_compilation_cache_dir",
                           os.path.abspath(os.path.join(FLAGS.workdir, "xla_cache")))
-    from s2s_jax import inference, train
+    from s2s_jax.training import inference, train
     if FLAGS.mode != "train":
         config = _trained_config(FLAGS.workdir)
     train.check_train(config.train)  # before data or a model is built (--beam_size=0, ...)

@@ -18,11 +18,11 @@ import sys
 
 from absl import flags
 
-# The repository root, for s2s_jax.host_memory (ctypes only: importing it starts no framework).
+# The repository root, for s2s_jax.training.host_memory (ctypes only: importing it starts no framework).
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from s2s_jax import host_memory  # noqa: E402  pylint: disable=g-import-not-at-top
+from s2s_jax.training import host_memory  # noqa: E402  pylint: disable=g-import-not-at-top
 
-# Mirrors s2s_jax.bridges.BRIDGES / cells.CELLS; train_throughput.py checks that they agree.
+# Mirrors s2s_jax.models.bridges.BRIDGES / cells.CELLS; train_throughput.py checks that they agree.
 BRIDGE_NAMES = ("attention", "concat", "concat_inputs", "copy", "dense", "zero")
 CELL_NAMES = ("gru", "lstm")
 GATES = {"lstm": 4, "gru": 3}
@@ -48,7 +48,7 @@ def define_model_flags():
     flags.DEFINE_enum("cell", "lstm", CELL_NAMES, "recurrent cell")
     flags.DEFINE_integer("seed", 0, "random seed of parameters and data")
     flags.DEFINE_enum("malloc_tuning", "keep_one_arena", list(host_memory.MODES),
-                      "s2s_jax.host_memory mode of the process (tune_malloc); the benchmarks "
+                      "s2s_jax.training.host_memory mode of the process (tune_malloc); the benchmarks "
                       "default to keep_one_arena, run.py to keep")
 
 
@@ -95,7 +95,7 @@ def run_subprocess(cmd: list, timeout: float, env=None) -> dict:
 
 
 def tune_malloc() -> bool:
-    """Applies --malloc_tuning (s2s_jax.host_memory) to this process. With the default,
+    """Applies --malloc_tuning (s2s_jax.training.host_memory) to this process. With the default,
     keep_one_arena, glibc keeps and reuses freed memory from one arena: both frameworks allocate
     and free hundreds of MB per training step, blocks over 64 MB among them (the [B, T, V]
     logits), and without it every step page-faults them in again (~80k faults, ~50 ms a step

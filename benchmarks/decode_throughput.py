@@ -27,7 +27,7 @@ import common  # pylint: disable=g-import-not-at-top
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-from s2s_jax import model  # pylint: disable=g-import-not-at-top
+from s2s_jax.models import model  # pylint: disable=g-import-not-at-top
 
 common.define_model_flags()
 flags.DEFINE_enum("bridge", "attention", common.BRIDGE_NAMES, "bridge")

@@ -1,4 +1,4 @@
-"""K seeds in one vmapped program (s2s_jax.multiseed) against K sequential runs, same steps.
+"""K seeds in one vmapped program (s2s_jax.studies.multiseed) against K sequential runs, same steps.
 
   python benchmarks/multiseed.py [--config=experiments/bridges.py] [--k=4] [--steps=100]
 
@@ -6,7 +6,7 @@ Both sides run train.make_train_step on the embedded task's real batches, seed k
 own stream data.train_iterator(ds, B, k): sequentially, one compiled single-seed step over
 seed 0, then seed 1, ...; vmapped, multiseed.make_seeds_step over all K at once. Each side runs
 in a fresh process with its own entry point's malloc mode (run.py's `keep` for the sequential
-side, s2s_jax.multiseed's `keep_one_arena` for the vmapped one: glibc's settings are per
+side, s2s_jax.studies.multiseed's `keep_one_arena` for the vmapped one: glibc's settings are per
 process), alternating A B A B for --repeats rounds; times are medians. Each program is compiled
 ahead of time (compile_s, reported apart: K separate processes would each compile once more),
 batches are built before the clock starts, and a side's time ends when its last loss is on the
@@ -31,7 +31,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from s2s_jax import data, host_memory, model, multiseed, prng, train  # noqa: E402
+from s2s_jax import data  # noqa: E402
+from s2s_jax.models import model
+from s2s_jax.studies import multiseed
+from s2s_jax.training import host_memory, prng, train
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  pylint: disable=g-import-not-at-top
@@ -43,9 +46,9 @@ flags.DEFINE_integer("k", 4, "seeds")
 flags.DEFINE_integer("steps", 100, "training steps per seed")
 flags.DEFINE_integer("repeats", 2, "alternating rounds of (sequential, vmapped)")
 flags.DEFINE_enum("sequential_malloc_tuning", "keep", list(host_memory.MODES),
-                  "s2s_jax.host_memory mode of the sequential side's process (run.py's default)")
+                  "s2s_jax.training.host_memory mode of the sequential side's process (run.py's default)")
 flags.DEFINE_enum("vmapped_malloc_tuning", "keep_one_arena", list(host_memory.MODES),
-                  "s2s_jax.host_memory mode of the vmapped side's process (s2s_jax.multiseed's "
+                  "s2s_jax.training.host_memory mode of the vmapped side's process (s2s_jax.studies.multiseed's "
                   "default)")
 flags.DEFINE_enum("side", None, ["sequential", "vmapped"],
                   "internal: run one side once in this process and print its JSON")

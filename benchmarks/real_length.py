@@ -70,7 +70,8 @@ def _config(side: str):
 
 
 def _batches(ds, side: str, count: int):
-    from s2s_jax import data, prng  # pylint: disable=g-import-outside-toplevel
+    from s2s_jax import data  # pylint: disable=g-import-outside-toplevel
+    from s2s_jax.training import prng
     batch_size, batch_type = FLAGS.batch_size, "sentences"
     if side == "tokens":
         mean = float(np.mean(ds.splits["train"].targets_len)) + 1
@@ -95,10 +96,12 @@ def _cut(batch):
 
 
 def run_jax(side: str) -> dict:
-    from s2s_jax import host_memory  # pylint: disable=g-import-outside-toplevel
+    from s2s_jax.training import host_memory  # pylint: disable=g-import-outside-toplevel
     host_memory.keep_freed_memory("keep_one_arena")  # before JAX starts its threads
     import jax  # pylint: disable=g-import-outside-toplevel
-    from s2s_jax import data, model, prng, sampling, train  # noqa  pylint: disable=g-import-outside-toplevel
+    from s2s_jax import data  # noqa  pylint: disable=g-import-outside-toplevel
+    from s2s_jax.models import model, sampling
+    from s2s_jax.training import prng, train
     c = _config(side)
     ds = data.load_data(c.data, None)
     net = model.build(train.model_config(c, len(ds.src_vocab), len(ds.tgt_vocab)))
@@ -134,7 +137,7 @@ def run_jax(side: str) -> dict:
 
 
 def run_torch() -> dict:
-    from s2s_jax import host_memory  # pylint: disable=g-import-outside-toplevel
+    from s2s_jax.training import host_memory  # pylint: disable=g-import-outside-toplevel
     host_memory.keep_freed_memory("keep_one_arena")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as torch_baseline.py: no spinning
     import torch  # pylint: disable=g-import-outside-toplevel

@@ -7,7 +7,7 @@ Eager PyTorch on --device (cpu, or cuda), torch.set_num_threads(--threads), Open
 they wait (OMP_WAIT_POLICY=PASSIVE unless the environment sets it: on a machine shared with other
 work, spinning made steps 2x slower, and tiny models 100x slower):
 - encoder: nn.Embedding + nn.LSTM/nn.GRU (fused, all layers) over the whole source;
-- bridges (s2s_jax.bridges.BRIDGES): zero; copy (the encoder final state as it is); dense
+- bridges (s2s_jax.models.bridges.BRIDGES): zero; copy (the encoder final state as it is); dense
   (tanh(Linear) of the encoder final state, all (c, h) of all layers concatenated, split over the
   decoder state); concat ([x ; tanh(Linear(x))] for each layer's state tensor x); attention (dense initial state, then
   Bahdanau attention over the encoder outputs at every step, query = previous top h, context

@@ -4,7 +4,7 @@
 
 One step is forward (model.apply with scheduled sampling at --sampling_prob, passed as a traced
 value as a schedule would; 0 as a Python number, as train.py passes a schedule capped at 0),
-s2s_jax.losses.cross_entropy on its logits, backward, and an optax adam update, jitted once with
+s2s_jax.training.losses.cross_entropy on its logits, backward, and an optax adam update, jitted once with
 the state donated. The step is compiled ahead of time (compile_s is
 trace + XLA compile; lower_s the trace and lowering alone) and then called as that executable, so
 any recompilation would be an error.
@@ -32,7 +32,8 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import optax  # pylint: disable=g-import-not-at-top
 
-from s2s_jax import bridges, cells, losses, model, prng  # pylint: disable=g-import-not-at-top
+from s2s_jax.models import bridges, cells, model  # pylint: disable=g-import-not-at-top
+from s2s_jax.training import losses, prng
 
 common.define_flags()
 flags.DEFINE_enum("dtype", "float32", list(model.COMPUTE_DTYPES),

@@ -2,19 +2,19 @@
 
 Commands (from the repository root):
 
-  python -m s2s_jax.sweep --config=experiments/attention.py --seeds=3 --parallel=2 \
+  python -m s2s_jax.studies.sweep --config=experiments/attention.py --seeds=3 --parallel=2 \
       --workdir=runs/attention
   # one point by hand
   python run.py --config=experiments/attention.py --attention_type=dot --workdir=runs/att_dot
   # also vary the attention bridge's initial state (8 points)
-  python -m s2s_jax.sweep --config=experiments/attention.py --workdir=runs/attention_init \
+  python -m s2s_jax.studies.sweep --config=experiments/attention.py --workdir=runs/attention_init \
       --axis=model.attention_init=zero,dense
   # dot and scaled_dot trained three times as long
-  python -m s2s_jax.sweep --config=experiments/attention.py --parallel=2 \
+  python -m s2s_jax.studies.sweep --config=experiments/attention.py --parallel=2 \
       --workdir=runs/attention_1800 --axis=model.attention_type=scaled_dot,dot \
       --set=train.steps=1800
   # seconds-long smoke sweep
-  python -m s2s_jax.sweep --config=experiments/attention.py:tiny --seeds=1 --workdir=/tmp/att
+  python -m s2s_jax.studies.sweep --config=experiments/attention.py:tiny --seeds=1 --workdir=/tmp/att
 
 Setting: the `attention` bridge (initial decoder state from a `dense` bridge) on the embedded
 `reverse` task with sources of 3-24 symbols, so alignment matters over long distances; the
@@ -62,7 +62,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.train.update(steps=600, eval_every=300, checkpoint_every=300, warmup_steps=50)
 
     c.sweep = ml_collections.ConfigDict()
-    # (dotted config field, values) pairs; the grid is their product (s2s_jax/grid.py).
+    # (dotted config field, values) pairs; the grid is their product (s2s_jax/studies/grid.py).
     c.sweep.axes = [("model.attention_type", ATTENTION_TYPES)]
     c.sweep.metrics = ["exact_match", "token_accuracy", "bleu", "loss", "exposure_gap"]
     c.sweep.seeds = 3  # default of --seeds: seeds 0..seeds-1

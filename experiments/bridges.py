@@ -3,23 +3,23 @@
 Commands (from the repository root):
 
   # the study: 6 bridges x 3 seeds, two runs at a time; results.md/.csv and PNGs in the workdir
-  python -m s2s_jax.sweep --config=experiments/bridges.py --seeds=3 --parallel=2 \
+  python -m s2s_jax.studies.sweep --config=experiments/bridges.py --seeds=3 --parallel=2 \
       --workdir=runs/bridges
   # the same, each bridge's 3 seeds in one vmapped program (as fast per step as separate runs
   # at this model size on 2 cores, see benchmarks/multiseed.py; it pays off for tiny models)
-  python -m s2s_jax.sweep --config=experiments/bridges.py --seeds=3 --vmap --workdir=runs/bridges
+  python -m s2s_jax.studies.sweep --config=experiments/bridges.py --seeds=3 --vmap --workdir=runs/bridges
   # the same grid fed back the argmax instead of a sample, and with teacher forcing
-  python -m s2s_jax.sweep --config=experiments/bridges.py --parallel=2 \
+  python -m s2s_jax.studies.sweep --config=experiments/bridges.py --parallel=2 \
       --set=model.sample_from=argmax --workdir=runs/bridges_argmax
-  python -m s2s_jax.sweep --config=experiments/bridges.py --parallel=2 \
+  python -m s2s_jax.studies.sweep --config=experiments/bridges.py --parallel=2 \
       --set=sampling.probability=0 --workdir=runs/bridges_teacher_forcing
   # teacher forcing trained to convergence
-  python -m s2s_jax.sweep --config=experiments/bridges.py --parallel=2 \
+  python -m s2s_jax.studies.sweep --config=experiments/bridges.py --parallel=2 \
       --set=sampling.probability=0 --set=train.steps=4000 --workdir=runs/bridges_tf_4000
   # one point of the grid by hand
   python run.py --config=experiments/bridges.py --bridge=dense --workdir=runs/bridges_dense
   # seconds-long smoke sweep
-  python -m s2s_jax.sweep --config=experiments/bridges.py:tiny --seeds=1 --workdir=/tmp/bridges
+  python -m s2s_jax.studies.sweep --config=experiments/bridges.py:tiny --seeds=1 --workdir=/tmp/bridges
 
 Setting: the embedded `reverse` task (lengths 3-12, 20 symbols) with a smaller model than the
 default experiment (bidirectional LSTM, 64 units per direction, decoder 128 units; `concat` gets a
@@ -69,7 +69,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.train.update(steps=1500, eval_every=500, checkpoint_every=500, warmup_steps=50)
 
     c.sweep = ml_collections.ConfigDict()
-    # (dotted config field, values) pairs; the grid is their product (s2s_jax/grid.py).
+    # (dotted config field, values) pairs; the grid is their product (s2s_jax/studies/grid.py).
     c.sweep.axes = [("model.bridge", BRIDGES)]
     c.sweep.metrics = ["exact_match", "token_accuracy", "bleu", "loss", "exposure_gap"]
     c.sweep.seeds = 3  # default of --seeds: seeds 0..seeds-1

@@ -2,15 +2,15 @@
 
 Commands (from the repository root):
 
-  python -m s2s_jax.sweep --config=experiments/cells.py --seeds=3 --parallel=2 \
+  python -m s2s_jax.studies.sweep --config=experiments/cells.py --seeds=3 --parallel=2 \
       --workdir=runs/cells
   # one point by hand
   python run.py --config=experiments/cells.py --cell=gru --layers=2 --workdir=runs/gru2
   # add unidirectional encoders (8 points)
-  python -m s2s_jax.sweep --config=experiments/cells.py --workdir=runs/cells_bidi \
+  python -m s2s_jax.studies.sweep --config=experiments/cells.py --workdir=runs/cells_bidi \
       --axis=model.bidirectional=true,false
   # seconds-long smoke sweep
-  python -m s2s_jax.sweep --config=experiments/cells.py:tiny --seeds=1 --workdir=/tmp/cells
+  python -m s2s_jax.studies.sweep --config=experiments/cells.py:tiny --seeds=1 --workdir=/tmp/cells
 
 Setting: the `dense` bridge (the decoder depends on the encoder's final state, so the cell's
 state structure matters: LSTM carries (c, h), GRU h) on the embedded `reverse` task, the bridges
@@ -51,7 +51,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.train.update(steps=600, eval_every=300, checkpoint_every=300, warmup_steps=50)
 
     c.sweep = ml_collections.ConfigDict()
-    # (dotted config field, values) pairs; the grid is their product (s2s_jax/grid.py).
+    # (dotted config field, values) pairs; the grid is their product (s2s_jax/studies/grid.py).
     c.sweep.axes = [("model.cell", ["lstm", "gru"]), ("model.layers", [1, 2])]
     c.sweep.metrics = ["exact_match", "token_accuracy", "bleu", "loss", "exposure_gap"]
     c.sweep.seeds = 3  # default of --seeds: seeds 0..seeds-1

@@ -44,7 +44,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     s = c.sampling = ml_collections.ConfigDict()
     s.schedule = "inverse_sigmoid"  # constant | linear | exponential | inverse_sigmoid
     s.probability = 0.25  # constant value, or the cap the decaying schedules approach
-    # Each schedule's own parameters (s2s_jax/sampling.py); the others ignore them.
+    # Each schedule's own parameters (s2s_jax/models/sampling.py); the others ignore them.
     s.linear_start = 1.0  # linear: eps (the gold-token probability) at step 0
     s.linear_slope = 1e-3  # linear: eps decrease per step (p reaches 0.25 at step 250)
     s.linear_floor = 0.0  # linear: eps floor

@@ -2,24 +2,24 @@
 
 Commands (from the repository root):
 
-  python -m s2s_jax.sweep --config=experiments/schedules.py --seeds=3 --parallel=2 \
+  python -m s2s_jax.studies.sweep --config=experiments/schedules.py --seeds=3 --parallel=2 \
       --workdir=runs/schedules
   # one point by hand
   python run.py --config=experiments/schedules.py --sampling_schedule=linear \
       --sampling_probability=0.5 --workdir=runs/sched_linear_05
   # the same grid with the attention bridge
-  python -m s2s_jax.sweep --config=experiments/schedules.py --workdir=runs/schedules_attention \
+  python -m s2s_jax.studies.sweep --config=experiments/schedules.py --workdir=runs/schedules_attention \
       --set=model.bridge=attention
   # trained to convergence (4000 steps, 8 seeds): teacher forcing against the inverse-sigmoid
   # schedule at caps 0.1 and 0.25, feeding back a categorical sample or the argmax (40 runs)
-  python -m s2s_jax.sweep --config=experiments/schedules.py:converged --parallel=2 \
+  python -m s2s_jax.studies.sweep --config=experiments/schedules.py:converged --parallel=2 \
       --workdir=runs/schedules_converged
   # the same with ScheduledOutputTrainingHelper's feedback (the previous step's softmax times
   # the embedding), without and with the gradient through it
-  python -m s2s_jax.sweep --config=experiments/schedules.py:converged_output --parallel=2 \
+  python -m s2s_jax.studies.sweep --config=experiments/schedules.py:converged_output --parallel=2 \
       --workdir=runs/schedules_converged_output
   # seconds-long smoke sweep
-  python -m s2s_jax.sweep --config=experiments/schedules.py:tiny --seeds=1 --workdir=/tmp/sched
+  python -m s2s_jax.studies.sweep --config=experiments/schedules.py:tiny --seeds=1 --workdir=/tmp/sched
 
 Setting: the `dense` bridge (a fixed-size summary of the source, where exposure bias shows) on
 the embedded `reverse` task, the bridges study's small model and 600 steps. Grid: teacher forcing
@@ -84,7 +84,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.sweep.metrics = ["exact_match", "token_accuracy", "free_token_accuracy", "exposure_gap",
                        "bleu", "loss"]
     c.sweep.seeds = 3  # default of --seeds: seeds 0..seeds-1
-    # results.md compares every point with teacher forcing, seed by seed (s2s_jax/results.py)
+    # results.md compares every point with teacher forcing, seed by seed (s2s_jax/studies/results.py)
     c.sweep.baseline = [("sampling.probability", 0.0)]
     if arg.startswith("converged"):
         # After 600 steps every cap is behind teacher forcing; trained until teacher forcing
@@ -102,7 +102,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.sweep.seeds = 8  # the differences are about one seed-to-seed standard deviation
         return c
     # Teacher forcing is one point, not one per schedule, so (schedule, cap) vary together: one
-    # axis over a tuple of fields, each value a tuple (s2s_jax/grid.py).
+    # axis over a tuple of fields, each value a tuple (s2s_jax/studies/grid.py).
     points = [("constant", 0.0)] + [(name, cap) for name in SCHEDULES for cap in CAPS]
     c.sweep.axes = [(("sampling.schedule", "sampling.probability"), points)]
     return c

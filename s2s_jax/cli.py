@@ -21,13 +21,14 @@ import os
 import re
 import sys
 
-from s2s_jax import host_memory
+from s2s_jax.training import host_memory
 
 
 def user_errors() -> tuple:
     """The exception types whose message is the whole story (imported late: absl parses flags
     before the heavy modules load)."""
-    from s2s_jax import data, run_log, train  # pylint: disable=import-outside-toplevel
+    from s2s_jax import data  # pylint: disable=import-outside-toplevel
+    from s2s_jax.training import run_log, train
     return (ValueError, data.DataError, train.TrainingError, FileNotFoundError,
             run_log.WriteError)
 
@@ -101,7 +102,7 @@ def run(main, malloc_default: str | None = "keep"):
                           "every step's buffers in again; 'keep_one_arena' also for blocks over "
                           "64 MB (big batch x length x vocabulary), at the cost of lock "
                           "contention; 'off'. Resident memory stays at its peak "
-                          "(s2s_jax/host_memory.py)")
+                          "(s2s_jax/training/host_memory.py)")
 
     def wrapped(argv):
         if malloc_default is not None:

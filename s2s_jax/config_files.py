@@ -6,6 +6,10 @@ runner, load it by path with this one function.
 import importlib.util
 import os
 
+# The checkout: run.py and experiments/ beside the package.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIG = os.path.join(REPO_ROOT, "experiments", "default.py")
+
 
 def load_config_file(path: str, arg: str = ""):
     """Runs the file's `get_config(arg)`.

@@ -7,9 +7,9 @@ is split into one key per step, and each step key into (choose, token, dropout).
 import jax
 import jax.numpy as jnp
 
-from s2s_jax import attention as attention_lib
-from s2s_jax import bridges, cells, encoders, sampling
-from s2s_jax.model import BOS_ID
+from s2s_jax.models import attention as attention_lib
+from s2s_jax.models import bridges, cells, encoders, sampling
+from s2s_jax.models.model import BOS_ID
 
 
 def decode(model, params, batch, rng, probability, *, free_running=False):

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from s2s_jax import attention
+from s2s_jax.models import attention
 
 
 def _inputs(seed=0):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import make_batch
-from s2s_jax import beam, model
+from s2s_jax.models import beam, model
 
 BOS, EOS, PAD = 1, 2, 0
 

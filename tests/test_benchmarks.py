@@ -103,7 +103,7 @@ def test_multiseed_benchmark_runs_each_side_in_its_own_process_with_its_malloc_m
     config = os.path.join(ROOT, "experiments", "bridges.py") + ":tiny"
     row = _run("multiseed.py", f"--config={config}", "--k=2", "--steps=3", "--repeats=1")
     assert row["sequential_malloc_tuning"] == "keep"  # run.py's default
-    assert row["vmapped_malloc_tuning"] == "keep_one_arena"  # s2s_jax.multiseed's default
+    assert row["vmapped_malloc_tuning"] == "keep_one_arena"  # s2s_jax.studies.multiseed's default
     assert row["k"] == 2 and len(row["sequential_runs_s"]) == len(row["vmapped_runs_s"]) == 1
     assert row["sequential_s"] > 0 and row["vmapped_s"] > 0
     assert row["max_loss_diff"] < 1e-4  # both sides trained the same seeds on the same batches

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import make_batch
-from s2s_jax import bridges, losses, model
+from s2s_jax.models import bridges, model
+from s2s_jax.training import losses
 
 ENC_HIDDEN, DEC_HIDDEN = 4, 40  # unequal; the decoder is wide enough for `concat` everywhere
 MATRIX = list(itertools.product(sorted(bridges.BRIDGES), ["lstm", "gru"], ["lstm", "gru"],

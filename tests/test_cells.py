@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from s2s_jax import cells
+from s2s_jax.models import cells
 
 
 def _sigmoid(x):

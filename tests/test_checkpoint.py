@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import optax
 import pytest
 
-from s2s_jax import checkpoint, train
+from s2s_jax.training import checkpoint, train
 
 
 def _save_all(tmp_path, best_metric, values):

@@ -56,13 +56,13 @@ def test_freed_step_buffers_are_reused_instead_of_page_faulted_in_again(tmp_path
 
 
 def test_an_entry_point_sets_its_own_malloc_default(tmp_path):
-    """s2s_jax.multiseed's vmapped step takes K times one run's temporaries in one block, past
+    """s2s_jax.studies.multiseed's vmapped step takes K times one run's temporaries in one block, past
     64 MB, so its entry point defaults to one arena; run.py keeps `keep`."""
     rows = 80 * 2 ** 20 // (4096 * 4)
     untuned = _faults_per_call(tmp_path, rows, "--malloc_tuning=off")
     one_arena = _faults_per_call(tmp_path, rows, malloc_default="keep_one_arena")
     assert one_arena <= 0.5 * untuned
-    for command, default in ((["-m", "s2s_jax.multiseed"], "keep_one_arena"),
+    for command, default in ((["-m", "s2s_jax.studies.multiseed"], "keep_one_arena"),
                              ([os.path.join(ROOT, "run.py")], "keep")):
         proc = subprocess.run([sys.executable, *command, "--helpfull"], capture_output=True,
                               text=True, timeout=300, cwd=ROOT, check=False)

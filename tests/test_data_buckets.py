@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from s2s_jax import data as s2s_data
-from s2s_jax import losses, model
+from s2s_jax.models import model
+from s2s_jax.training import losses
 
 MAX_LEN = 40
 

@@ -7,7 +7,8 @@ import pytest
 
 import reference
 from conftest import make_batch
-from s2s_jax import bridges, decoders, losses, model, sampling
+from s2s_jax.models import bridges, decoders, model, sampling
+from s2s_jax.training import losses
 
 TOL = dict(rtol=2e-5, atol=2e-5)
 

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from s2s_jax import cells, encoders
+from s2s_jax.models import cells, encoders
 
 
 def _setup(cell_name, bidirectional, layers=2):

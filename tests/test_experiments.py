@@ -5,7 +5,9 @@ import os
 import ml_collections
 import pytest
 
-from s2s_jax import grid, model, sampling, train
+from s2s_jax.models import model, sampling
+from s2s_jax.studies import grid
+from s2s_jax.training import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUDIES = ["bridges", "attention", "schedules", "cells"]

@@ -2,7 +2,7 @@
 import ml_collections
 import pytest
 
-from s2s_jax import grid
+from s2s_jax.studies import grid
 
 
 def _config():

@@ -1,6 +1,6 @@
 """host_memory.step_block_advice: when a step's one block of temporaries will be page-faulted in
 again every step, and what to do about it."""
-from s2s_jax import host_memory
+from s2s_jax.training import host_memory
 
 MB = 2 ** 20
 

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import sacrebleu
 
-from s2s_jax import checkpoint
+from s2s_jax.training import checkpoint
 from test_run import ROOT, final_json, run
 
 WORDS = ["the", "cat", "dog", "sat", "ran", "on", "mat", "far", "red", "big"]

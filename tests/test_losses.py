@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from s2s_jax import losses
+from s2s_jax.training import losses
 
 
 def _case():

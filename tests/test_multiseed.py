@@ -12,7 +12,10 @@ import jax
 import numpy as np
 import pytest
 
-from s2s_jax import data, model, multiseed, prng, train
+from s2s_jax import data
+from s2s_jax.models import model
+from s2s_jax.studies import multiseed
+from s2s_jax.training import prng, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEEDS = [0, 3]  # not 0..K-1, so a seed mixed up with its index would show

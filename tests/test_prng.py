@@ -4,7 +4,8 @@ import numpy as np
 import optax
 import pytest
 
-from s2s_jax import multiseed, prng, train
+from s2s_jax.studies import multiseed
+from s2s_jax.training import prng, train
 
 SEEDS = range(8)
 STEPS = 4  # the first training steps

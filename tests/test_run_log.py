@@ -8,7 +8,8 @@ import threading
 import pytest
 import tensorboardX.record_writer
 
-from s2s_jax import cli, config_files, run_log, train
+from s2s_jax import cli, config_files
+from s2s_jax.training import run_log, train
 from s2s_jax.data.datasets import SRC_VOCAB_FILE, TGT_VOCAB_FILE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

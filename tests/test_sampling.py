@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from s2s_jax import sampling
-from s2s_jax.sampling import ScheduleParams
+from s2s_jax.models import sampling
+from s2s_jax.models.sampling import ScheduleParams
 
 
 @pytest.mark.parametrize("name,sp,step,want", [

@@ -4,7 +4,7 @@ import signal
 
 import pytest
 
-from s2s_jax.stopping import StopRequest
+from s2s_jax.training.stopping import StopRequest
 
 
 def _send(signum):

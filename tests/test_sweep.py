@@ -1,6 +1,6 @@
 """The sweep: its jobs, restart after a stop, failures, aggregation, and the command.
 
-Most tests drive s2s_jax.sweep in-process with a fake `start` that writes metrics.jsonl rows
+Most tests drive s2s_jax.studies.sweep in-process with a fake `start` that writes metrics.jsonl rows
 instead of training; one test runs the real command (tiny runs through run.py and through the
 vmapped multiseed program) and one checks bad input on the command line.
 """
@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from s2s_jax import grid, results, sweep
+from s2s_jax.studies import grid, results, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BRIDGES_TINY = os.path.join(ROOT, "experiments", "bridges.py") + ":tiny"
@@ -228,7 +228,7 @@ def test_a_sweep_with_a_baseline_records_it_and_tabulates_the_paired_differences
     assert "| bridge=copy | +0.000 ± 0.000 (0/2) |" in md
     # Rebuilding the tables from the manifest keeps the comparison.
     os.remove(tmp_path / "results.md")
-    proc = subprocess.run([sys.executable, "-m", "s2s_jax.results", f"--workdir={tmp_path}"],
+    proc = subprocess.run([sys.executable, "-m", "s2s_jax.studies.results", f"--workdir={tmp_path}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "results.md").read_text() == md
@@ -244,11 +244,11 @@ def test_a_sweep_workdir_that_is_a_file_is_one_line(tmp_path):
 
 
 def test_rebuilding_results_without_a_sweep_is_one_line_and_exit_status_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "s2s_jax.results", f"--workdir={tmp_path}"],
+    proc = subprocess.run([sys.executable, "-m", "s2s_jax.studies.results", f"--workdir={tmp_path}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"error: {tmp_path / results.MANIFEST} not found; pass the --workdir of a s2s_jax.sweep "
+        f"error: {tmp_path / results.MANIFEST} not found; pass the --workdir of a s2s_jax.studies.sweep "
         "run"]
 
 
@@ -266,7 +266,7 @@ def _env():
 
 
 def _start_sweep(*flags):
-    return subprocess.Popen([sys.executable, "-m", "s2s_jax.sweep", *flags], cwd=ROOT, env=_env(),
+    return subprocess.Popen([sys.executable, "-m", "s2s_jax.studies.sweep", *flags], cwd=ROOT, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -325,7 +325,7 @@ def test_the_seeds_of_a_point_share_compiled_steps_through_the_sweep_cache(tmp_p
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     env["JAX_DEBUG_LOG_MODULES"] = "jax._src.compiler"  # logs each persistent-cache hit
     proc = subprocess.run(
-        [sys.executable, "-m", "s2s_jax.sweep", f"--config={BRIDGES_TINY}",
+        [sys.executable, "-m", "s2s_jax.studies.sweep", f"--config={BRIDGES_TINY}",
          "--axis=model.bridge=copy", "--set=train.steps=4", "--set=train.eval_every=4",
          "--seeds=2", f"--workdir={tmp_path}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)

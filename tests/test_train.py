@@ -5,7 +5,9 @@ import os
 
 import pytest
 
-from s2s_jax import config_files, host_memory, multiseed, train
+from s2s_jax import config_files
+from s2s_jax.studies import multiseed
+from s2s_jax.training import host_memory, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from s2s_jax import workdir_lock
+from s2s_jax.training import workdir_lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -13,7 +13,7 @@ page-faults that memory in again. Two settings, measured on 2 cores (AMD EPYC, 2
   block from the main heap: at the benchmark size (batch 64 x length 30 x vocabulary 8000, a
   61 MB logits array) 80k -> 0 minor faults and 360 -> 310 ms per step. But the threads then
   share one lock: the bridges model drops to 75-95 steps/s. For big batch x length x vocabulary,
-  and for K seeds vmapped (s2s_jax.multiseed's default): XLA:CPU takes a step's temporaries as
+  and for K seeds vmapped (s2s_jax.studies.multiseed's default): XLA:CPU takes a step's temporaries as
   one block, which there passes 64 MB (114 MB for the bridges study at K = 4: 29k faults a step
   with "keep", 0.9k with one arena).
 
@@ -79,4 +79,4 @@ def step_block_advice(temp_bytes: int) -> Optional[str]:
     return (f"the train step's temporaries are one {temp_bytes / 2 ** 20:.0f} MB block, more "
             f"than the {THREAD_HEAP_BYTES // 2 ** 20} MB a glibc thread heap holds, so every "
             f"step page-faults it in again; rerun with --malloc_tuning=keep_one_arena, or with "
-            f"GLIBC_TUNABLES=glibc.malloc.hugetlb=1 in the environment (s2s_jax/host_memory.py)")
+            f"GLIBC_TUNABLES=glibc.malloc.hugetlb=1 in the environment (s2s_jax/training/host_memory.py)")

@@ -3,7 +3,7 @@ its points, and the baseline point that results.md compares the others with.
 
 Everything here is checked against the config's own fields and types before any run starts, so a
 typo in a field, a value of the wrong type or a baseline that names no point is one line
-(GridError) rather than a failure inside every run. s2s_jax/sweep.py turns the points into runs;
+(GridError) rather than a failure inside every run. s2s_jax/studies/sweep.py turns the points into runs;
 its docstring describes the `sweep` section.
 """
 import difflib

@@ -1,7 +1,7 @@
 """K seeds of one experiment trained at once: one jitted train step, vmapped over the seeds.
 
-  python -m s2s_jax.multiseed --config=experiments/bridges.py --seeds=0,1,2 --workdir=runs/dense
-  python -m s2s_jax.sweep --config=experiments/bridges.py --vmap --workdir=runs/bridges
+  python -m s2s_jax.studies.multiseed --config=experiments/bridges.py --seeds=0,1,2 --workdir=runs/dense
+  python -m s2s_jax.studies.sweep --config=experiments/bridges.py --vmap --workdir=runs/bridges
 
 A small model leaves most of a CPU idle during one step (small matmuls inside a sequential
 scan). Stacking K seeds' parameters, optimizer states, keys and batches on a leading axis and
@@ -53,12 +53,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from s2s_jax import (checkpoint, cli, data, evaluation, model, parallel, prng, run_log, stopping,
-                     train, workdir_lock)
+from s2s_jax import cli, config_files, data
+from s2s_jax.models import model
+from s2s_jax.training import (checkpoint, evaluation, parallel, prng, run_log, stopping, train,
+                              workdir_lock)
 from s2s_jax.data.datasets import SRC_VOCAB_FILE, TGT_VOCAB_FILE
 from s2s_jax.data.vocab import SPECIALS
-from s2s_jax.run_log import RunLog
-from s2s_jax.stopping import StopRequest
+from s2s_jax.training.run_log import RunLog
+from s2s_jax.training.stopping import StopRequest
 
 
 # --- The vmapped program --------------------------------------------------------------------
@@ -353,7 +355,7 @@ def _train_and_evaluate_seeds(config, seeds: list, dirs: list, device, mesh) -> 
 # --- Command line ---------------------------------------------------------------------------
 def main(argv):
     from absl import flags
-    from s2s_jax import run_log
+    from s2s_jax.training import run_log
     FLAGS = flags.FLAGS
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
@@ -375,8 +377,7 @@ if __name__ == "__main__":
     from ml_collections import config_flags
     with cli.flag_errors():  # it applies the --config.FIELD overrides of sys.argv already
         config_flags.DEFINE_config_file(
-            "config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                   "experiments", "default.py"),
+            "config", config_files.DEFAULT_CONFIG,
             "experiment config file (optionally FILE:variant)")
     flags.DEFINE_string("workdir", None, "holds one run.py workdir per seed: <workdir>/seed<k>",
                         required=True)

@@ -45,9 +45,9 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from s2s_jax import attention as attention_lib
-from s2s_jax import cells, encoders, sampling
-from s2s_jax.cells import dense, dense_init
+from s2s_jax.models import attention as attention_lib
+from s2s_jax.models import cells, encoders, sampling
+from s2s_jax.models.cells import dense, dense_init
 
 
 class DecoderOptions(NamedTuple):

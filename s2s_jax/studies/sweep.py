@@ -1,11 +1,11 @@
 """Grid sweeps: every point of a study's grid, for every seed, as a normal resumable run.
 
-  python -m s2s_jax.sweep --config=experiments/bridges.py --seeds=3 --workdir=runs/bridges
-  python -m s2s_jax.sweep --config=experiments/bridges.py --parallel=2 --workdir=runs/bridges
-  python -m s2s_jax.sweep --config=experiments/bridges.py:tiny --workdir=/tmp/b \
+  python -m s2s_jax.studies.sweep --config=experiments/bridges.py --seeds=3 --workdir=runs/bridges
+  python -m s2s_jax.studies.sweep --config=experiments/bridges.py --parallel=2 --workdir=runs/bridges
+  python -m s2s_jax.studies.sweep --config=experiments/bridges.py:tiny --workdir=/tmp/b \
       --axis=model.bridge=zero,dense --set=train.steps=20      # a smaller grid, shorter runs
-  python -m s2s_jax.sweep --config=experiments/bridges.py --vmap --workdir=runs/bridges
-  python -m s2s_jax.sweep --config=experiments/bridges.py --workdir=runs/dense_p \
+  python -m s2s_jax.studies.sweep --config=experiments/bridges.py --vmap --workdir=runs/bridges
+  python -m s2s_jax.studies.sweep --config=experiments/bridges.py --workdir=runs/dense_p \
       --axis=model.bridge=dense --axis=sampling.probability=0,0.1,0.25 \
       --baseline=sampling.probability=0            # each cap against teacher forcing, per seed
 
@@ -18,7 +18,7 @@ The grid comes from the config's `sweep` section (see experiments/bridges.py):
   sweep.seeds    the default of --seeds.
   sweep.baseline optional [(field, value), ...] naming one grid point by its axis values, e.g.
                  [('sampling.probability', 0.0)]: results.md then compares every other point
-                 with it seed by seed (s2s_jax/results.py). --baseline=FIELD=VALUE (repeatable)
+                 with it seed by seed (s2s_jax/studies/results.py). --baseline=FIELD=VALUE (repeatable)
                  replaces it, --baseline=none turns it off.
 (A list of pairs rather than a {'model.bridge': [...]} dict: ConfigDict rejects dots in keys.)
 
@@ -28,7 +28,7 @@ Each seed of each point is `python run.py --config=FILE:VARIANT --workdir=W/<poi
 SIGTERM) and it passes SIGTERM on, so every run in flight checkpoints its current step; start
 the same command again and finished runs (their metrics.jsonl has the test row of the last
 step) are skipped while unfinished ones resume from their own checkpoints, as run.py does. With
---vmap, the unfinished seeds of a point train together in one program (s2s_jax/multiseed.py)
+--vmap, the unfinished seeds of a point train together in one program (s2s_jax/studies/multiseed.py)
 and write the same per-seed workdirs.
 
 The runs share a persistent XLA compilation cache in W/xla_cache (--nocompilation_cache: none),
@@ -36,7 +36,7 @@ so seeds after the first of a point load its compiled steps instead of compiling
 
 A run that fails (non-zero exit) is reported with its last error line and the sweep goes on; the
 sweep exits 1 if any run failed or it was stopped. At the end (and after every stop) it writes
-W/results.csv, W/results.md and PNG plots over the seeds that finished (s2s_jax/results.py).
+W/results.csv, W/results.md and PNG plots over the seeds that finished (s2s_jax/studies/results.py).
 Bad input (an unknown config or field, an empty grid) is one line on stderr and exit status 2.
 """
 import json
@@ -50,10 +50,12 @@ from typing import Callable, NamedTuple
 
 import ml_collections
 
-from s2s_jax import grid, results, run_log, stopping, workdir_lock
-from s2s_jax.stopping import StopRequest
+from s2s_jax import config_files
+from s2s_jax.studies import grid, results
+from s2s_jax.training import run_log, stopping, workdir_lock
+from s2s_jax.training.stopping import StopRequest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where run.py lives
+ROOT = config_files.REPO_ROOT  # where run.py lives
 DEFAULT_METRICS = ["exact_match", "token_accuracy", "bleu", "loss"]
 CACHE_DIR = "xla_cache"  # W/xla_cache: the persistent compilation cache the runs share
 
@@ -110,7 +112,7 @@ def make_jobs(sweep_dir: str, path: str, variant: str, points: list, seeds: list
         overrides = _override_flags(fixed, point)
         if vmap:
             point_dir = os.path.join(sweep_dir, point.name)
-            command = (sys.executable, "-m", "s2s_jax.multiseed", _config_flag(path, variant),
+            command = (sys.executable, "-m", "s2s_jax.studies.multiseed", _config_flag(path, variant),
                        f"--workdir={point_dir}", f"--seeds={','.join(map(str, todo))}",
                        *overrides)
             jobs.append(Job(point, tuple(todo), command, os.path.join(point_dir, "multiseed.log"),
@@ -300,7 +302,7 @@ def main(argv):
     FLAGS = flags.FLAGS
     if len(argv) > 1:
         raise SweepError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
-    command = shlex.join(["python", "-m", "s2s_jax.sweep", *sys.argv[1:]])
+    command = shlex.join(["python", "-m", "s2s_jax.studies.sweep", *sys.argv[1:]])
     return sweep(FLAGS.config, FLAGS.workdir, FLAGS.seeds, FLAGS.parallel, FLAGS.vmap,
                  tuple(FLAGS.axis or ()), tuple(FLAGS.set or ()), command,
                  compilation_cache=FLAGS.compilation_cache,
@@ -317,7 +319,7 @@ if __name__ == "__main__":
     flags.DEFINE_integer("seeds", None, "seeds 0..N-1 per point (default: config.sweep.seeds)")
     flags.DEFINE_integer("parallel", 1, "processes at a time")
     flags.DEFINE_bool("vmap", False, "train the seeds of a point together in one vmapped "
-                      "program (s2s_jax.multiseed) instead of one run.py per seed")
+                      "program (s2s_jax.studies.multiseed) instead of one run.py per seed")
     flags.DEFINE_multi_string("axis", None, "FIELD=V1,V2,...: replaces that field's axis or "
                               "adds one (repeatable)")
     flags.DEFINE_multi_string("set", None, "FIELD=VALUE for every point, e.g. "

@@ -12,7 +12,7 @@ order and sampling keys (and the same initial parameters where the model is the 
 per-seed difference leaves out what the two runs of a seed share, and "+0.011 ± 0.013, higher
 in 7 of 8 seeds" tells how consistent a difference is where two overlapping means do not.
 
-  python -m s2s_jax.results --workdir=runs/bridges   # rebuild the tables and plots from sweep.json
+  python -m s2s_jax.studies.results --workdir=runs/bridges   # rebuild the tables and plots from sweep.json
 
 Nothing here imports JAX: it only reads JSON lines.
 """
@@ -24,9 +24,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from s2s_jax.run_log import METRICS_FILE
+from s2s_jax.training.run_log import METRICS_FILE
 
-MANIFEST = "sweep.json"  # written by s2s_jax.sweep: config, command, points, seeds, metrics
+MANIFEST = "sweep.json"  # written by s2s_jax.studies.sweep: config, command, points, seeds, metrics
 RESULTS_CSV = "results.csv"
 RESULTS_MD = "results.md"
 CURVES_PNG = "learning_curves.png"
@@ -277,7 +277,7 @@ def main(argv):
     workdir = flags.FLAGS.workdir
     path = os.path.join(workdir, MANIFEST)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found; pass the --workdir of a s2s_jax.sweep run")
+        raise FileNotFoundError(f"{path} not found; pass the --workdir of a s2s_jax.studies.sweep run")
     with open(path) as f:
         manifest = json.load(f)
     results = collect(workdir, manifest["points"], manifest["seeds"])

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from s2s_jax.cells import dense, dense_init
+from s2s_jax.models.cells import dense, dense_init
 
 
 class Attention(NamedTuple):

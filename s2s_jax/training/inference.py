@@ -15,8 +15,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from s2s_jax import (checkpoint, data, evaluation, model, parallel, plots, run_log, train,
-                     workdir_lock)
+from s2s_jax import data
+from s2s_jax.models import model
+from s2s_jax.training import checkpoint, evaluation, parallel, plots, run_log, train, workdir_lock
 from s2s_jax.data import datasets
 
 

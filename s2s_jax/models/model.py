@@ -9,8 +9,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from s2s_jax import attention as attention_lib
-from s2s_jax import beam, bridges, cells, decoders, encoders, sampling
+from s2s_jax.models import attention as attention_lib
+from s2s_jax.models import beam, bridges, cells, decoders, encoders, sampling
 
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2  # the data contract: pad 0, bos 1, eos 2, unk 3
 

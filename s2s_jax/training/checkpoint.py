@@ -16,7 +16,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
-from s2s_jax.run_log import write_error
+from s2s_jax.training.run_log import write_error
 
 
 # Validation metrics that can pick the best checkpoint, and which way is better.

@@ -16,9 +16,9 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from s2s_jax import attention as attention_lib
-from s2s_jax import cells, encoders
-from s2s_jax.cells import dense
+from s2s_jax.models import attention as attention_lib
+from s2s_jax.models import cells, encoders
+from s2s_jax.models.cells import dense
 
 PENALTIES = ("gnmt", "average", "none")
 _NEG = -1e9  # "impossible" score; finite, so sums of two never become NaN

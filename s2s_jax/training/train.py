@@ -15,12 +15,14 @@ import numpy as np
 import optax
 from absl import logging
 
-from s2s_jax import (checkpoint, data, evaluation, host_memory, losses, model, parallel, plots,
-                     prng, run_log, sampling, workdir_lock)
+from s2s_jax import data
+from s2s_jax.models import model, sampling
+from s2s_jax.training import (checkpoint, evaluation, host_memory, losses, parallel, plots, prng,
+                              run_log, workdir_lock)
 from s2s_jax.data.datasets import SRC_VOCAB_FILE, TGT_VOCAB_FILE
 from s2s_jax.data.vocab import SPECIALS
-from s2s_jax.run_log import RunLog
-from s2s_jax.stopping import StopRequest
+from s2s_jax.training.run_log import RunLog
+from s2s_jax.training.stopping import StopRequest
 
 
 class TrainState(NamedTuple):

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from s2s_jax import cells
+from s2s_jax.models import cells
 
 
 class Encoded(NamedTuple):

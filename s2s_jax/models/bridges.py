@@ -23,7 +23,7 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from s2s_jax.cells import dense, dense_init
+from s2s_jax.models.cells import dense, dense_init
 
 
 class StateSpec(NamedTuple):

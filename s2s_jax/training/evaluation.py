@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import sacrebleu
 
-from s2s_jax import losses, parallel
+from s2s_jax.training import losses, parallel
 
 
 def make_eval_step(model, beam_size: int = 1, penalty: str = "gnmt", alpha: float = 0.6):
