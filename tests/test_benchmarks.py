@@ -120,3 +120,13 @@ def test_real_length_benchmark_prints_real_tokens_and_compiles_no_more_after_war
     assert row["side"] == side and row["steps"] == 3 and row["real_tokens_per_s"] > 0
     assert row["shapes_compiled"] >= 2 and row["compiles_after_warmup"] == 0
     assert 0 <= row["padded_share"] < 1 and row["cpu"] == common.cpu_model()
+
+
+def test_ab_runs_each_checkout_alternately_and_names_both_commits():
+    # This checkout against itself: both sides run the same step, so both report tokens/s.
+    row = _run("ab.py", f"--baseline={ROOT}", *TINY, "--steps=2", "--warmup=1", "--rounds=1",
+               "--bridges=dense", "--sampling_probs=0.25")
+    assert row["bridge"] == "dense" and row["sampling_prob"] == 0.25
+    assert len(row["baseline_runs"]) == len(row["this_runs"]) == 1 and "errors" not in row
+    assert row["baseline_tokens_per_s"] > 0 and row["this_tokens_per_s"] > 0 and row["ratio"] > 0
+    assert row["baseline_commit"] == row["this_commit"] != "unknown"
