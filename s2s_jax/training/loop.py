@@ -88,6 +88,17 @@ def _failure(run: Run, value: float, step: int) -> str:
     return message
 
 
+def _read(pending: list, runs: list, part, windows: list, failed: dict) -> None:
+    """Reads the pending (step, device metrics) on the host into each run's window; a run whose
+    loss became non-finite goes into `failed` (the ordinary run raises)."""
+    for n, m in zip([n for n, _ in pending], jax.device_get([m for _, m in pending])):
+        for i, run in enumerate(runs):
+            mine = part(m, i)
+            if not np.isfinite(mine["loss"]) and i not in failed:
+                failed[i] = _failure(run, float(mine["loss"]), n)
+            windows[i].append((n, mine))
+
+
 def train_runs(runs: list, program: Program, state, start: int, windows: list, t,
                stop) -> tuple:
     """Trains `runs` (all restored at step `start`) to t.steps, writing their rows and
@@ -136,12 +147,7 @@ def train_runs(runs: list, program: Program, state, start: int, windows: list, t
         due_ckpt = step % t.checkpoint_every == 0 or step == t.steps or stopping
         due_log = step % t.log_every == 0 or step == t.steps
         if step % sync_every == 0 or due_log or due_eval or due_ckpt:
-            for n, m in zip([n for n, _ in pending], jax.device_get([m for _, m in pending])):
-                for i, run in enumerate(runs):
-                    mine = program.part(m, i)
-                    if not np.isfinite(mine["loss"]) and i not in failed:
-                        failed[i] = _failure(run, float(mine["loss"]), n)
-                    windows[i].append((n, mine))
+            _read(pending, runs, program.part, windows, failed)
             pending = []
         alive = [i for i in range(len(runs)) if i not in failed]
         if due_log:
