@@ -121,3 +121,21 @@ def test_a_run_stopped_between_two_rows_writes_the_next_one_as_an_uninterrupted_
         assert train.train_and_evaluate(config, str(tmp_path / "stopped"))["stopped_at"] == 2
     assert train.train_and_evaluate(config, str(tmp_path / "stopped"))["step"] == 20
     assert _metric_rows(tmp_path / "stopped") == _metric_rows(tmp_path / "whole")
+
+
+def test_the_seeds_program_stopped_between_two_rows_writes_the_next_one_as_uninterrupted(
+        tmp_path, monkeypatch):
+    """The same for the vmapped seeds, which run the same loop: each seed's checkpoint keeps its
+    own metrics since the last row (they used to restart the averages at the resumed step)."""
+    config = _tiny()
+    config.train.update(steps=12, log_every=6, eval_every=1000, checkpoint_every=1000)
+    multiseed.train_and_evaluate_seeds(config, [0, 1], str(tmp_path / "whole"))
+    with monkeypatch.context() as patch:
+        patch.setattr(multiseed, "StopRequest", _LateStop)
+        stopped = multiseed.train_and_evaluate_seeds(config, [0, 1], str(tmp_path / "stopped"))
+    assert stopped == {0: {"stopped_at": 2, "signal": "SIGTERM"},
+                       1: {"stopped_at": 2, "signal": "SIGTERM"}}
+    result = multiseed.train_and_evaluate_seeds(config, [0, 1], str(tmp_path / "stopped"))
+    assert {seed: r["step"] for seed, r in result.items()} == {0: 12, 1: 12}
+    for seed in ("seed0", "seed1"):
+        assert _metric_rows(tmp_path / "stopped" / seed) == _metric_rows(tmp_path / "whole" / seed)

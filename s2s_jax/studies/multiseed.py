@@ -1,6 +1,7 @@
-"""K seeds of one experiment trained at once: one jitted train step, vmapped over the seeds.
+r"""K seeds of one experiment trained at once: one jitted train step, vmapped over the seeds.
 
-  python -m s2s_jax.studies.multiseed --config=experiments/bridges.py --seeds=0,1,2 --workdir=runs/dense
+  python -m s2s_jax.studies.multiseed --config=experiments/bridges.py --seeds=0,1,2 \
+      --workdir=runs/dense
   python -m s2s_jax.studies.sweep --config=experiments/bridges.py --vmap --workdir=runs/bridges
 
 A small model leaves most of a CPU idle during one step (small matmuls inside a sequential
@@ -10,34 +11,30 @@ running `jax.vmap(train_step)` turns K small steps into one K-times wider step, 
 Seed k gets exactly what `run.py --config.train.seed=k` gives it: initial state
 train.init_state(net, tx, k), step keys prng.train_key(k) folded with the step inside the
 same train.make_train_step, and its own batch stream data.train_iterator(ds, B,
-prng.data_seed(k)). The results agree
-with K separate runs up to float rounding, since XLA may sum a batched matmul in another order
-(tests/test_multiseed.py compares losses and parameters with separate runs).
+prng.data_seed(k)). The results agree with K separate runs up to float rounding, since XLA may
+sum a batched matmul in another order (tests/test_multiseed.py compares losses and parameters
+with separate runs).
 
-train_and_evaluate_seeds gives each seed a normal run.py workdir, <workdir>/seed<k>: config.json
-(train.seed = k), vocabularies, metrics.jsonl (training rows, validation rows, the final test
-row), TensorBoard events and orbax checkpoints. A stopped program therefore resumes (each seed
-from its own newest checkpoint; seeds that restored different steps train as separate groups),
-run.py can continue or evaluate any seed, and the sweep treats these workdirs like its others.
+train_and_evaluate_seeds runs the ordinary run's loop (training/loop.py) over the stacked state,
+with the ordinary run's set-up, restore and evaluation (train.set_up, train.restore,
+train.make_evaluate), and gives each seed a normal run.py workdir, <workdir>/seed<k>:
+config.json (train.seed = k), vocabularies, metrics.jsonl (training rows, validation rows, the
+final test row), TensorBoard events and orbax checkpoints. A stopped program therefore resumes
+(each seed from its own newest checkpoint; seeds that restored different steps train as separate
+groups), run.py can continue or evaluate any seed, and the sweep treats these workdirs like its
+others.
 
 What does not vmap, or not usefully:
 - several devices or hosts: the program runs on one device and needs K times one run's memory;
   a multi-host config is refused, and extra local devices stay idle;
+- batches by tokens (`train.batch_type=tokens`): their shapes differ between seeds;
 - evaluation runs per seed (evaluation.evaluate reduces on the host): K times one run's cost;
-- speed: with the bridges study's model (batch 64, a bidirectional 64-unit encoder) on 2 cores,
-  K=4 vmapped seeds train at 0.96-1.01x the speed of 4 sequential runs (61.2 against 63.9 and
-  59.2 against 58.5 seed-steps/s, 2026-11-29, AMD EPYC; benchmarks/multiseed.py, each side in
-  its own process with its entry point's malloc mode); at the tiny config, where per-op overhead
-  dominates, 1.9x. It was 0.76-0.86x until the cause was found: XLA:CPU takes all of a step's
-  temporaries as one block, K times one run's (here 28 MB for one seed; 57, 85 and 114 MB for
-  K = 2, 3, 4), and glibc serves a block over 64 MB to a worker thread's arena only by a fresh
-  mmap(), unmapped again when the step ends, so every vmapped step page-faulted ~26-29k times.
-  Hence this entry point's --malloc_tuning default is keep_one_arena (every block from the main
-  heap, which keeps it): with `keep` the same benchmark gives 0.81x and 29k faults a step;
-  GLIBC_TUNABLES=glibc.malloc.hugetlb=1 in the environment fixes it too (0.98x). Measured and
-  not a cause: the decoder's `lax.cond`s, which become selects under vmap (sharing the skip
-  decisions across seeds so they stay conds changed nothing). A sweep with --vmap ends sooner
-  (3 seeds, 300 steps: 32 s against 40 s): one process starts, loads the data and compiles once;
+- speed: at the bridges study's model size on 2 cores, K vmapped seeds train about as fast as
+  K sequential runs (it pays off for tiny models, where per-op overhead dominates); a sweep with
+  --vmap still ends sooner, since one process starts, loads the data and compiles once. The
+  vmapped step takes K times one run's temporaries as one block, which passes what a glibc
+  thread heap holds, hence this entry point's --malloc_tuning default, keep_one_arena
+  (training/host_memory.py). Measurements: benchmarks/README.md, "Vmapped seeds";
 - a seed whose loss turns non-finite cannot stop alone as run.py would: its rows and checkpoints
   stop at its last good step, the other seeds finish, and the program then exits with an error
   naming it. (Every model variant vmaps: all registry entries are pure JAX, and seeds differ
@@ -46,19 +43,17 @@ What does not vmap, or not usefully:
 import contextlib
 import json
 import os
-import time
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from s2s_jax import cli, config_files, data
 from s2s_jax.models import model
-from s2s_jax.training import (checkpoint, evaluation, parallel, prng, run_log, stopping, train,
+from s2s_jax.training import (checkpoint, loop, parallel, prng, run_log, stopping, train,
                               workdir_lock)
-from s2s_jax.data.datasets import SRC_VOCAB_FILE, TGT_VOCAB_FILE
-from s2s_jax.data.vocab import SPECIALS
 from s2s_jax.training.run_log import RunLog
 from s2s_jax.training.stopping import StopRequest
 
@@ -95,7 +90,10 @@ def make_seeds_step(net: model.Model, tx, schedule: str, sp, label_smoothing: fl
     states: TrainState with leaves [K, ...]; batches: {name: [K, B, ...]}; keys: [K, 2];
     metrics: {name: [K]}. The states are donated, as in the single-seed step.
     """
-    step = train.make_train_step(net, tx, schedule, sp, label_smoothing)
+    return _vmapped(train.make_train_step(net, tx, schedule, sp, label_smoothing))
+
+
+def _vmapped(step):
     return jax.jit(jax.vmap(step), donate_argnums=0)
 
 
@@ -155,91 +153,11 @@ def train_seeds(config, seeds: list, steps: int | None = None,
     return SeedsResult(tuple(seeds), state, losses)
 
 
-# --- Per-seed workdirs: logs, checkpoints, evaluation ---------------------------------------
-class _Seed(NamedTuple):
-    seed: int
-    workdir: str
-    log: RunLog
-    ckpt: checkpoint.Checkpoints
-
-
+# --- Per-seed workdirs: the one training loop over the stacked state ---------------------------
 def _seed_config(config, seed: int):
     c = config.copy_and_resolve_references()
     c.train.seed = seed  # config.json says which seed this workdir holds
     return c
-
-
-def _train_group(group: list, state, batches: SeedBatches, start: int, step_fn, evaluate,
-                 t, stop: StopRequest) -> dict:
-    """Trains the seeds of `group` (all restored at step `start`) to t.steps, writing their
-    rows and checkpoints; evaluates each on test at the end.
-
-    Returns:
-      seed -> result: the final test metrics with `step`, {'stopped_at': step}, or
-      {'failed': message}.
-    """
-    keys = step_keys([s.seed for s in group])
-    for s in group:
-        s.log.truncate_after(start)
-    failed = {}  # index in group -> message
-    pending, window = [], []  # device metrics not yet read; host metrics since the last row
-    sync_every = max(1, min(t.log_every, 16))  # a host read at least every 16 steps
-    clock, clock_step = time.time(), start
-    step = start
-    while step < t.steps:
-        state, metrics = step_fn(state, next(batches), keys)
-        step += 1
-        pending.append((step, metrics))
-        stopping = stop.requested  # read once: see train.train_and_evaluate
-        due_eval = step % t.eval_every == 0 or step == t.steps
-        due_ckpt = step % t.checkpoint_every == 0 or step == t.steps or stopping
-        due_log = step % t.log_every == 0 or step == t.steps
-        if step % sync_every == 0 or due_log or due_eval or due_ckpt:
-            read = list(zip([n for n, _ in pending], jax.device_get([m for _, m in pending])))
-            pending = []
-            for n, m in read:
-                for i in np.flatnonzero(~np.isfinite(m["loss"])):
-                    if i not in failed:
-                        failed[i] = (f"seed {group[i].seed}: the loss became "
-                                     f"{float(m['loss'][i])} at step {n}; its checkpoints stop "
-                                     f"at {group[i].ckpt.steps() or 'none'}")
-                        group[i].log.info(failed[i])
-            window += read
-        alive = [i for i in range(len(group)) if i not in failed]
-        if due_log:
-            now = time.time()
-            for i in alive:
-                rows = [(n, {name: v[i] for name, v in m.items()}) for n, m in window]
-                group[i].log.train_row(step, rows, now - clock, step - clock_step, t.steps)
-            clock, clock_step, window = now, step, []
-        eval_metrics = {}
-        if due_eval:
-            eval_start = time.time()
-            for i in alive:
-                eval_metrics[i] = evaluate(unstack(state.params, i), "valid")
-                group[i].log.eval_row(step, "valid", eval_metrics[i])
-            clock += time.time() - eval_start  # steps/s count training time only
-        if due_ckpt:
-            for i in alive:
-                group[i].ckpt.save(step, unstack(state, i), batches.get_state(i),
-                                   eval_metrics.get(i))
-        if stopping:
-            for s in group:
-                s.ckpt.wait()
-            group[0].log.info(f"stopped: saved checkpoint {step} of seeds "
-                              f"{[group[i].seed for i in alive]}; rerun the same command")
-            stopped = {"stopped_at": step, "signal": stop.signal_name}
-            return {group[i].seed: stopped for i in alive} | {
-                group[i].seed: {"failed": msg} for i, msg in failed.items()}
-    out = {group[i].seed: {"failed": msg} for i, msg in failed.items()}
-    for i in range(len(group)):
-        if i in failed:
-            continue
-        group[i].ckpt.wait()
-        test = evaluate(unstack(state.params, i), "test")
-        group[i].log.eval_row(t.steps, "test", test)
-        out[group[i].seed] = {"step": t.steps, **test}
-    return out
 
 
 def train_and_evaluate_seeds(config, seeds: list, workdir: str) -> dict:
@@ -275,76 +193,56 @@ def train_and_evaluate_seeds(config, seeds: list, workdir: str) -> dict:
         return _train_and_evaluate_seeds(config, seeds, dirs, device, mesh)
 
 
+def _stacked(members: list, ds: data.Data, batch_size: int) -> tuple:
+    """(runs, stacked state, their batch streams, their metrics windows) of a group's
+    [(run, train.Restored)]; once it returns, only the stacked copy of the states stays alive."""
+    batches = SeedBatches(ds, batch_size, [run.seed for run, _ in members])
+    for i, (_, restored) in enumerate(members):
+        if restored.iterator is not None:
+            batches.set_state(i, restored.iterator)
+    return ([run for run, _ in members], stack([r.state for _, r in members]), batches,
+            [r.window for _, r in members])
+
+
 def _train_and_evaluate_seeds(config, seeds: list, dirs: list, device, mesh) -> dict:
     t = config.train
-    for seed, d in zip(seeds, dirs):  # before the data writes its vocabularies there
-        run_log.check_resumes(d, _seed_config(config, seed))
-        train.check_optimizer_resumes(d, t)
-        run_log.drop_unvouched(d, (SRC_VOCAB_FILE, TGT_VOCAB_FILE))
-    train.schedule_params(config)  # the whole config is checked before anything is written
-    smallest = len(SPECIALS) + 1  # stand-in vocabularies: the checks do not depend on them
-    model.build(train.model_config(config, smallest, smallest))
-    ds = data.load_data(config.data, dirs[0])
-    for d in dirs[1:]:  # the vocabularies every workdir holds, so run.py can reuse each alone
-        for vocab, name in ((ds.src_vocab, SRC_VOCAB_FILE), (ds.tgt_vocab, TGT_VOCAB_FILE)):
-            if not os.path.exists(os.path.join(d, name)):
-                vocab.save(os.path.join(d, name))
-    net = model.build(train.model_config(config, len(ds.src_vocab), len(ds.tgt_vocab)))
-    tx = train.make_optimizer(t)
-    step_fn = make_seeds_step(net, tx, config.sampling.schedule, train.schedule_params(config),
-                              t.label_smoothing)
-    eval_step = jax.jit(evaluation.make_eval_step(net))
-    evaluate = lambda params, split: evaluation.evaluate(  # noqa: E731
-        eval_step, params, data.eval_batches(ds, split, t.eval_batch_size), ds.tgt_vocab,
-        config.data.tokenizer, mesh, t.eval_max_examples)[0]
-
-    runs = []
-    for seed, d in zip(seeds, dirs):
-        log = RunLog(d)
-        log.write_config(_seed_config(config, seed))
-        ckpt = checkpoint.Checkpoints(d, t.keep_checkpoints, t.best_metric)
-        runs.append(_Seed(seed, d, log, ckpt))
-    init = jax.jit(lambda seed: train.init_state(net, tx, seed))
-    abstract = jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                       sharding=jax.sharding.SingleDeviceSharding(device)),
-        jax.eval_shape(init, jnp.int32(0)))
-    groups = {}  # start step -> [(run, state, data state or None)]
-    for run in runs:
-        restored = run.ckpt.restore(abstract)
-        if restored is None:
-            groups.setdefault(0, []).append((run, init(jnp.asarray(run.seed, jnp.int32)), None))
-        else:
-            state, record, start = restored
-            # A checkpoint run.py saved also holds its metrics window; the seeds' rows restart
-            # their averages at the restored step.
-            data_state, _ = train.from_data_record(record)
-            groups.setdefault(start, []).append((run, state, data_state))
-            run.log.info(f"seed {run.seed}: resumed from checkpoint {start}")
-
-    stop = StopRequest().install()
+    configs = [_seed_config(config, seed) for seed in seeds]
+    ds, net, tx, step = train.set_up(config, dirs, configs)
+    step_fn = _vmapped(step)
+    evaluate = train.make_evaluate(config, net, ds, mesh, t.eval_batch_size)
+    runs = [loop.Run(seed, RunLog(d), checkpoint.Checkpoints(d, t.keep_checkpoints,
+                                                             t.best_metric))
+            for seed, d in zip(seeds, dirs)]
     out = {}
-    try:
-        for start in sorted(groups):
-            members = groups[start]
-            group = [run for run, _, _ in members]
-            batches = SeedBatches(ds, t.batch_size, [run.seed for run in group])
-            for i, (_, _, data_state) in enumerate(members):
-                if data_state is not None:
-                    batches.set_state(i, data_state)
-            group[0].log.info(f"{len(group)} seed(s) {[r.seed for r in group]} in one program "
-                              f"on {device}, steps {start}..{t.steps}")
-            state = stack([s for _, s, _ in members])
-            del members, groups[start]  # only the stacked copy stays alive
-            out.update(_train_group(group, state, batches, start, step_fn, evaluate, t, stop))
-            if stop.requested:
-                break
-    finally:
-        stop.restore()
-        for run in runs:
-            run.ckpt.wait()
-            run.ckpt.close()
-            run.log.close()
+    with loop.closing(runs):
+        init = jax.jit(lambda seed: train.init_state(net, tx, seed))
+        groups = {}  # start step -> [(run, train.Restored)]
+        for run, c in zip(runs, configs):
+            restored = train.restore(run.ckpt, net, tx,
+                                     jax.sharding.SingleDeviceSharding(device))
+            run.log.write_config(c)  # after the restore: a checkpoint it refused keeps its config
+            if restored is None:
+                restored = train.Restored(init(jnp.asarray(run.seed, jnp.int32)), 0, None, [])
+            else:
+                logging.info("resumed from checkpoint %d in %s", restored.step, run.ckpt.directory)
+            groups.setdefault(restored.step, []).append((run, restored))
+        del restored
+        stop = StopRequest().install()
+        try:
+            for start in sorted(groups):
+                group, state, batches, windows = _stacked(groups.pop(start), ds, t.batch_size)
+                group[0].log.info(f"{len(group)} seed(s) {[r.seed for r in group]} in one "
+                                  f"program on {device}, steps {start}..{t.steps}")
+                program = loop.Program(step=step_fn, keys=step_keys([r.seed for r in group]),
+                                       next_batch=batches.__next__, data_state=batches.get_state,
+                                       part=unstack, evaluate=evaluate)
+                results, _ = loop.train_runs(group, program, state, start, windows, t, stop)
+                del state
+                out.update({run.seed: r for run, r in zip(group, results)})
+                if any("stopped_at" in r for r in results):
+                    break
+        finally:
+            stop.restore()
     failures = [r["failed"] for r in out.values() if "failed" in r]
     if failures:
         raise train.TrainingError("; ".join(failures) + ". The other seeds finished; rerun the "
@@ -383,6 +281,6 @@ if __name__ == "__main__":
                         required=True)
     flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds to train together, e.g. 0,1,2")
     # One arena: XLA takes the vmapped step's temporaries as one block, K times one run's, which
-    # passes 64 MB (the bridges study at K = 4: 114 MB), and glibc serves a block that big to a
-    # worker thread's arena only by a fresh mmap() every step (see the docstring).
+    # passes the 64 MB a glibc thread heap holds, and glibc serves a block that big to a worker
+    # thread's arena only by a fresh mmap() every step (training/host_memory.py).
     cli.run(main, malloc_default="keep_one_arena")

@@ -1,6 +1,7 @@
 """Training a model and using a trained workdir.
 
-  train.py         TrainState, the pure jitted train step, the train-and-evaluate loop
+  train.py         TrainState, the pure train step, set-up, the one restore path, the ordinary run
+  loop.py          the one training loop (rows, evaluations, checkpoints, stop) for 1 or K seeds
   losses.py        masked cross-entropy, token accuracy, exact match
   evaluation.py    teacher-forced loss, free-running exact match and BLEU
   checkpoint.py    orbax checkpoints: keep N and the best, resume, skip damaged ones

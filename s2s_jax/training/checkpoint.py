@@ -149,7 +149,8 @@ class Checkpoints:
             except StateMismatch:
                 raise
             except Exception as err:  # noqa: BLE001 - any other unreadable checkpoint is damaged
-                reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+                first_line = str(err).splitlines()[0][:200] if str(err) else ""
+                reason = f"{type(err).__name__}: {first_line}"
                 if step is not None:
                     raise ValueError(f"checkpoint {s} in {self.directory} cannot be read "
                                      f"({reason}); pick another --checkpoint_step of "

@@ -12,12 +12,11 @@ import sys
 
 import jax
 import ml_collections
-import numpy as np
 from absl import logging
 
 from s2s_jax import data
 from s2s_jax.models import model
-from s2s_jax.training import checkpoint, evaluation, parallel, plots, run_log, train, workdir_lock
+from s2s_jax.training import checkpoint, evaluation, parallel, run_log, train, workdir_lock
 from s2s_jax.data import datasets
 
 
@@ -45,31 +44,25 @@ def restore(config, workdir: str, mesh, step: int | None = None):
     net = model.build(train.model_config(config, len(src_vocab), len(tgt_vocab)))
     # The optimizer state of the checkpoints is the one their run built: an optimizer flag on
     # this command (which decoding never uses) must not make them look unreadable.
-    saved = load_config(workdir).train
-    trained = config.train.copy_and_resolve_references()
-    trained.update({k: v for k, v in saved.items() if k in trained})
-    tx = train.make_optimizer(trained)
-    replicated = parallel.replicated(mesh)
-    shapes = jax.eval_shape(lambda: train.init_state(net, tx, config.train.seed))
-    abstract = jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), shapes)
+    load_config(workdir)  # a workdir that holds no run: its one-line error
+    tx = train.make_optimizer(train.saved_train(workdir, config.train))
     t = config.train
     ckpt = checkpoint.Checkpoints(workdir, t.keep_checkpoints, t.best_metric)
     try:
         ranked = ckpt.ranked_steps()
-        restored = ckpt.restore(abstract, step, candidates=ranked, set_aside=False)
+        restored = train.restore(ckpt, net, tx, parallel.replicated(mesh), step,
+                                 candidates=ranked, set_aside=False)
     finally:
         ckpt.close()
     if restored is None:
         what = "no readable checkpoint" if ranked else "no checkpoint"
         raise ValueError(f"{what} in {ckpt.directory}; train first: "
                          f"python run.py --workdir={workdir}")
-    state, _, got = restored
-    if step is None and got != ranked[0]:
+    if step is None and restored.step != ranked[0]:
         logging.warning("using checkpoint %d instead of the best one, %d, which cannot be read "
-                        "(--checkpoint_step picks another)", got, ranked[0])
-    logging.info("restored checkpoint %d from %s", got, ckpt.directory)
-    return net, state.params, got
+                        "(--checkpoint_step picks another)", restored.step, ranked[0])
+    logging.info("restored checkpoint %d from %s", restored.step, ckpt.directory)
+    return net, restored.state.params, restored.step
 
 
 def evaluate_workdir(config, workdir: str, step: int | None = None) -> dict:
@@ -86,16 +79,8 @@ def _evaluate_workdir(config, workdir: str, step: int | None) -> dict:
     eval_batch_size = parallel.eval_batch_size(t.eval_batch_size)
     net, params, step = restore(config, workdir, mesh, step)
     ds = data.load_data(config.data, workdir)
-    step_fn = jax.jit(evaluation.make_eval_step(net, t.beam_size, t.length_penalty,
-                                                t.length_alpha),
-                      in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)))
-    batches = data.eval_batches(ds, "test", eval_batch_size, jax.process_index(),
-                                jax.process_count())
-    metrics, _, _ = evaluation.evaluate(step_fn, params, batches, ds.tgt_vocab,
-                                        config.data.tokenizer, mesh, t.eval_max_examples)
-    if jax.process_index() == 0:
-        plots.write_run_pictures(workdir, net, train.host_params(params), batches[0],
-                                 ds.src_vocab, ds.tgt_vocab)
+    metrics = train.make_evaluate(config, net, ds, mesh, eval_batch_size)(params, "test")
+    train.write_pictures(workdir, net, params, ds, eval_batch_size)
     return {"step": step, "split": "test", "beam_size": t.beam_size, **metrics}
 
 

@@ -1,13 +1,15 @@
-"""TrainState, the pure jitted train step, and the train-and-evaluate loop.
+"""TrainState, the pure train step, the one restore path, and the ordinary run (train_and_evaluate).
 
-The loop is restartable at any point: it resumes from the newest readable checkpoint in the
+A run is restartable at any point: it resumes from the newest readable checkpoint in the
 workdir (parameters, optimizer state, step and data-iterator state), keys are folded with the
 step, and metrics.jsonl is cut back to the restored step, so a run killed and started again with
-the same command ends exactly where an uninterrupted run ends.
+the same command ends exactly where an uninterrupted run ends. The loop itself is loop.py's,
+shared with the multi-seed program (studies/multiseed.py), which also uses `set_up`, `restore`
+and `make_evaluate`; eval and predict (inference.py) restore through `restore` too.
 """
 import errno
-import time
-from typing import NamedTuple
+import os
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +19,7 @@ from absl import logging
 
 from s2s_jax import data
 from s2s_jax.models import model, sampling
-from s2s_jax.training import (checkpoint, evaluation, host_memory, losses, parallel, plots, prng,
+from s2s_jax.training import (checkpoint, evaluation, losses, loop, parallel, plots, prng,
                               run_log, workdir_lock)
 from s2s_jax.data.datasets import SRC_VOCAB_FILE, TGT_VOCAB_FILE
 from s2s_jax.data.vocab import SPECIALS
@@ -31,8 +33,7 @@ class TrainState(NamedTuple):
     opt_state: tuple
 
 
-class TrainingError(RuntimeError):
-    """The run cannot go on (e.g. a non-finite loss); the message says what was kept."""
+TrainingError = loop.TrainingError  # raised by the loop; cli.py and the seeds program name it here
 
 
 def model_config(config, src_vocab: int, tgt_vocab: int) -> model.ModelConfig:
@@ -98,7 +99,8 @@ def make_optimizer(t) -> optax.GradientTransformation:
     check_train(t)
     warmup = min(t.warmup_steps, max(t.steps - 1, 0))
     if t.decay == "cosine":
-        lr = optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, warmup, max(t.steps, warmup + 1),
+        lr = optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, warmup,
+                                                max(t.steps, warmup + 1),
                                                 end_value=0.1 * t.learning_rate)
     elif t.decay == "constant":
         lr = optax.join_schedules([optax.linear_schedule(0.0, t.learning_rate, warmup),
@@ -115,6 +117,17 @@ def _optimizer_structure(t):
     return jax.tree_util.tree_structure(jax.eval_shape(make_optimizer(t).init, params))
 
 
+def saved_train(workdir: str, t):
+    """The train section `workdir`'s run was built with (its config.json's, with fields added
+    since taken from `t`), or None when the workdir holds no run."""
+    saved = (run_log.read_config(workdir) or {}).get("train")
+    if saved is None:
+        return None
+    old = t.copy_and_resolve_references()
+    old.update({k: v for k, v in saved.items() if k in old})
+    return old
+
+
 def check_optimizer_resumes(workdir: str, t) -> None:
     """Raises ValueError when `t` builds an optimizer state of another structure than the
     train section in `workdir`'s config.json (e.g. clipping turned on or off).
@@ -123,12 +136,8 @@ def check_optimizer_resumes(workdir: str, t) -> None:
     be lost. Other train settings (the learning rate, more steps, a clip_norm of another size)
     keep the structure and may change.
     """
-    saved = (run_log.read_config(workdir) or {}).get("train")
-    if saved is None:
-        return
-    old = t.copy_and_resolve_references()
-    old.update({k: v for k, v in saved.items() if k in old})  # a field added since: unchanged
-    if _optimizer_structure(old) == _optimizer_structure(t):
+    old = saved_train(workdir, t)
+    if old is None or _optimizer_structure(old) == _optimizer_structure(t):
         return
 
     def structure_with(name):  # the saved settings with only `name` changed
@@ -188,56 +197,88 @@ def init_state(net: model.Model, tx, seed: int) -> TrainState:
     return TrainState(jnp.asarray(0, jnp.int32), params, tx.init(params))
 
 
-def _read_finite(pending, ckpt: checkpoint.Checkpoints) -> list:
-    """Reads pending per-step metrics on the host; raises TrainingError on a non-finite loss."""
-    values = jax.device_get([m for _, m in pending])
-    for (step, _), m in zip(pending, values):
-        if not np.isfinite(m["loss"]):
-            raise TrainingError(
-                f"the loss became {float(m['loss'])} at step {step}; stopped without saving it. "
-                f"Kept checkpoints: {ckpt.steps() or 'none'}. Lower --learning_rate or set "
-                f"--config.train.clip_norm, then rerun the same command to resume")
-    return [(step, m) for (step, _), m in zip(pending, values)]
+class Restored(NamedTuple):
+    state: TrainState
+    step: int
+    iterator: dict  # the data iterator's state
+    window: list  # (step, host metrics) since the last training row
 
 
-def _check_step_memory(train_step, state, batch, rng) -> None:
-    """Warns when the step's temporaries are too big for the process's malloc mode to keep.
-    Compiling here costs nothing extra: the step's first call reuses this executable."""
-    analysis = train_step.lower(state, batch, rng).compile().memory_analysis()
-    advice = host_memory.step_block_advice(getattr(analysis, "temp_size_in_bytes", 0))
-    if advice:
-        logging.warning("%s", advice)
+def restore(ckpt: checkpoint.Checkpoints, net: model.Model, tx, sharding, step: int | None = None,
+            candidates: list | None = None, set_aside: bool = True) -> Restored | None:
+    """The one restore path of training, the seeds program, eval and predict: the train state
+    `net` and `tx` build, placed with `sharding`, from checkpoint `step` or the first readable of
+    `candidates` (default: newest first); see checkpoint.Checkpoints.restore.
+
+    Returns:
+      The restored state and step with the checkpoint's data record, or None when there is
+      nothing to restore.
+    """
+    shapes = jax.eval_shape(lambda: init_state(net, tx, 0))  # the seed changes no shape
+    abstract = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+    restored = ckpt.restore(abstract, step, candidates=candidates, set_aside=set_aside)
+    if restored is None:
+        return None
+    state, record, got = restored
+    return Restored(state, got, *loop.from_data_record(record))
 
 
-def data_record(iterator_state: dict, window: list) -> dict:
-    """What a checkpoint keeps beside the train state: the data iterator's state, and the
-    per-step metrics read since the last training row. A run stopped between two rows (SIGTERM
-    saves the step in flight) thus writes the next row over the same steps, with the same values,
-    as an uninterrupted run."""
-    return {"iterator": iterator_state,
-            "window": [[step, {k: float(v) for k, v in m.items()}] for step, m in window]}
+class Setup(NamedTuple):
+    ds: data.Data
+    net: model.Model
+    tx: optax.GradientTransformation
+    step: Callable  # the pure train step, not jitted
 
 
-def from_data_record(record: dict) -> tuple:
-    """(iterator state, window) of a checkpoint's data record; a checkpoint saved before the
-    record held a window holds the iterator state alone."""
-    if set(record) == {"iterator", "window"}:
-        return record["iterator"], [(step, m) for step, m in record["window"]]
-    return record, []
+def set_up(config, workdirs: list, configs: list) -> Setup:
+    """What the ordinary run and the seeds program share before their loop: checks that each
+    of `workdirs` can resume its run `configs[i]` and that `config` is whole, before the data
+    writes anything (a refused run leaves no vocabularies behind), then the data, loaded into
+    workdirs[0] with its vocabularies copied to the others, the model and the train step."""
+    t = config.train
+    for workdir, c in zip(workdirs, configs):
+        run_log.check_resumes(workdir, c)
+        check_optimizer_resumes(workdir, t)
+    tx = make_optimizer(t)
+    sp = schedule_params(config)
+    smallest = len(SPECIALS) + 1  # stand-in vocabularies: the checks do not depend on them
+    model.build(model_config(config, smallest, smallest))
+    for workdir in workdirs:
+        run_log.drop_unvouched(workdir, (SRC_VOCAB_FILE, TGT_VOCAB_FILE))
+    ds = data.load_data(config.data, workdirs[0])
+    for workdir in workdirs[1:]:  # the vocabularies every workdir holds, so each resumes alone
+        for vocab, name in ((ds.src_vocab, SRC_VOCAB_FILE), (ds.tgt_vocab, TGT_VOCAB_FILE)):
+            if not os.path.exists(os.path.join(workdir, name)):
+                vocab.save(os.path.join(workdir, name))
+    net = model.build(model_config(config, len(ds.src_vocab), len(ds.tgt_vocab)))
+    return Setup(ds, net, tx, make_train_step(net, tx, config.sampling.schedule, sp,
+                                              t.label_smoothing))
 
 
-def _finish(closers, quiet: bool) -> None:
-    """Runs the clean-up calls; with `quiet` (an error is on its way out already) a failing one
-    is a warning, so that error stays the one line the command prints (a full disk fails the
-    TensorBoard flush and the checkpoint wait too)."""
-    for close in closers:
-        try:
-            close()
-        except Exception as err:  # noqa: BLE001 - reported, and the first error goes on
-            if not quiet:
-                raise
-            logging.warning("while stopping: %s: %s", type(err).__name__,
-                            (str(err).splitlines() or [""])[0][:200])
+def make_evaluate(config, net: model.Model, ds: data.Data, mesh, batch_size: int) -> Callable:
+    """`(params, split) -> metrics` of `split` decoded as config.train says (beam, length
+    penalty, examples), the batches sharded over `mesh`."""
+    t = config.train
+    replicated = parallel.replicated(mesh)
+    eval_step = jax.jit(evaluation.make_eval_step(net, t.beam_size, t.length_penalty,
+                                                  t.length_alpha),
+                        in_shardings=(replicated, parallel.batch_sharded(mesh)),
+                        out_shardings=(replicated, replicated))
+    pid, nproc = jax.process_index(), jax.process_count()
+    return lambda params, split: evaluation.evaluate(
+        eval_step, params, data.eval_batches(ds, split, batch_size, pid, nproc), ds.tgt_vocab,
+        config.data.tokenizer, mesh, t.eval_max_examples)[0]
+
+
+def write_pictures(workdir: str, net: model.Model, params, ds: data.Data,
+                   batch_size: int) -> None:
+    """The workdir's PNGs of a trained `params` (process 0 writes them): the learning curves,
+    and attention on the first test batch."""
+    if jax.process_index() == 0:
+        first = data.eval_batches(ds, "test", batch_size, 0, jax.process_count())[0]
+        plots.write_run_pictures(workdir, net, host_params(params), first, ds.src_vocab,
+                                 ds.tgt_vocab)
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -261,8 +302,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 def _train_and_evaluate(config, workdir: str) -> dict:
     t = config.train
-    run_log.check_resumes(workdir, config)  # before the data writes its vocabularies there
-    check_optimizer_resumes(workdir, t)
     mesh = parallel.make_mesh()
     batch_type = t.get("batch_type", "sentences")
     if batch_type == "sentences":  # by tokens, each bucket's rows are a multiple of the devices
@@ -271,113 +310,39 @@ def _train_and_evaluate(config, workdir: str) -> dict:
         data.check_token_budget(t.batch_size, config.data.max_len,
                                 jax.local_device_count() * jax.process_count())
     eval_batch_size = parallel.eval_batch_size(t.eval_batch_size)
-    # The rest of the config is checked before the data writes anything: a run refused here
-    # must leave no vocabularies behind.
-    tx = make_optimizer(t)
-    sp = schedule_params(config)
-    smallest = len(SPECIALS) + 1  # stand-in vocabularies: the checks do not depend on them
-    model.build(model_config(config, smallest, smallest))
+    ds, net, tx, step = set_up(config, [workdir], [config])
     pid, nproc = jax.process_index(), jax.process_count()
-    run_log.drop_unvouched(workdir, (SRC_VOCAB_FILE, TGT_VOCAB_FILE))
-    ds = data.load_data(config.data, workdir)
-    net = model.build(model_config(config, len(ds.src_vocab), len(ds.tgt_vocab)))
-    log = RunLog(workdir, enabled=(pid == 0))
-
     replicated = parallel.replicated(mesh)
     batch_sharding = parallel.batch_sharded(mesh)
-    state = jax.jit(lambda: init_state(net, tx, t.seed), out_shardings=replicated)()
-    train_step = jax.jit(make_train_step(net, tx, config.sampling.schedule, sp,
-                                         t.label_smoothing),
-                         in_shardings=(replicated, batch_sharding, replicated),
+    train_step = jax.jit(step, in_shardings=(replicated, batch_sharding, replicated),
                          out_shardings=(replicated, replicated), donate_argnums=0)
-    eval_step = jax.jit(evaluation.make_eval_step(net, t.beam_size, t.length_penalty,
-                                                  t.length_alpha),
-                        in_shardings=(replicated, batch_sharding),
-                        out_shardings=(replicated, replicated))
-
-    ckpt = checkpoint.Checkpoints(workdir, t.keep_checkpoints, t.best_metric)
     batches = data.train_iterator(ds, t.batch_size, prng.data_seed(t.seed), pid, nproc,
                                   batch_type=batch_type, multiple=jax.local_device_count())
-    abstract = jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-    try:
-        restored = ckpt.restore(abstract)
-    except BaseException:
-        _finish((ckpt.close, log.close), quiet=True)
-        raise
-    log.write_config(config)  # after the restore: a checkpoint it refused keeps its config
-    start, restored_window = 0, []
-    if restored is not None:
-        state, record, start = restored
-        data_state, restored_window = from_data_record(record)
-        batches.set_state(data_state)
-        logging.info("resumed from checkpoint %d in %s", start, ckpt.directory)
-    log.truncate_after(start)
-    log.info(f"{sum(x.size for x in jax.tree_util.tree_leaves(state.params)):,} parameters, "
-             f"{jax.device_count()} device(s), {nproc} process(es), steps {start}..{t.steps}")
-
-    rng = prng.train_key(t.seed)
-    evaluate = lambda split: evaluation.evaluate(  # noqa: E731
-        eval_step, state.params, data.eval_batches(ds, split, eval_batch_size, pid, nproc),
-        ds.tgt_vocab, config.data.tokenizer, mesh, t.eval_max_examples)[0]
-    stop = StopRequest().install()
-    pending = []  # (step, device metrics) not yet read on the host
-    window = restored_window  # (step, host metrics) since the last training row
-    sync_every = max(1, min(t.log_every, 16))  # a host read at least every 16 steps (STACK_NOTES)
-    clock, clock_step = time.time(), start
-    failing = False
-    try:
-        step = start
-        while step < t.steps:
-            batch = parallel.global_batch(next(batches), mesh)
-            first = step == start
-            if first and jax.default_backend() == "cpu":
-                _check_step_memory(train_step, state, batch, rng)
-            state, metrics = train_step(state, batch, rng)
-            step += 1
-            if first:  # compile time matters on accelerators (tens of seconds there): report it
-                jax.block_until_ready(metrics["loss"])
-                log.info(f"first step (trace, compile, run) took {time.time() - clock:.1f} s")
-            pending.append((step, metrics))
-            # The flag is read once: SIGTERM can set it at any moment, and a stop decided after
-            # due_ckpt was computed would exit without saving this step.
-            stopping = stop.requested
-            due_eval = step % t.eval_every == 0 or step == t.steps
-            due_ckpt = step % t.checkpoint_every == 0 or step == t.steps or stopping
-            due_log = step % t.log_every == 0 or step == t.steps
-            if step % sync_every == 0 or due_log or due_eval or due_ckpt:
-                window += _read_finite(pending, ckpt)
-                pending = []
-            if due_log:
-                now = time.time()
-                log.train_row(step, window, now - clock, step - clock_step, t.steps)
-                clock, clock_step, window = now, step, []
-            eval_metrics = None
-            if due_eval:
-                eval_start = time.time()
-                eval_metrics = evaluate("valid")
-                log.eval_row(step, "valid", eval_metrics)
-                clock += time.time() - eval_start  # steps/s and ETA count training time only
-            if due_ckpt:
-                ckpt.save(step, state, data_record(batches.get_state(), window), eval_metrics)
-            if stopping:
-                ckpt.wait()
-                log.info(f"stopped: saved checkpoint {step}; rerun the same command to resume")
-                return {"stopped_at": step, "signal": stop.signal_name}
-        ckpt.wait()
-        best = ckpt.best_step()
-        if best is not None and best != t.steps:
-            log.info(f"final step {t.steps}; best validation {t.best_metric} at step {best}")
-        test = evaluate("test")
-        log.eval_row(t.steps, "test", test)
-        if pid == 0:
-            first = data.eval_batches(ds, "test", eval_batch_size, pid, nproc)[0]
-            plots.write_run_pictures(workdir, net, host_params(state.params), first,
-                                     ds.src_vocab, ds.tgt_vocab)
-        return {"step": t.steps, **test}
-    except BaseException:
-        failing = True
-        raise
-    finally:
-        stop.restore()
-        _finish((ckpt.wait, ckpt.close, log.close), quiet=failing)
+    run = loop.Run(None, RunLog(workdir, enabled=(pid == 0)),
+                   checkpoint.Checkpoints(workdir, t.keep_checkpoints, t.best_metric))
+    with loop.closing([run]):
+        restored = restore(run.ckpt, net, tx, replicated)
+        run.log.write_config(config)  # after the restore: a checkpoint it refused keeps its config
+        if restored is None:
+            state = jax.jit(lambda: init_state(net, tx, t.seed), out_shardings=replicated)()
+            start, window = 0, []
+        else:
+            state, start, data_state, window = restored
+            batches.set_state(data_state)
+            logging.info("resumed from checkpoint %d in %s", start, run.ckpt.directory)
+        run.log.info(f"{sum(x.size for x in jax.tree_util.tree_leaves(state.params)):,} "
+                     f"parameters, {jax.device_count()} device(s), {nproc} process(es), steps "
+                     f"{start}..{t.steps}")
+        program = loop.Program(
+            step=train_step, keys=prng.train_key(t.seed),
+            next_batch=lambda: parallel.global_batch(next(batches), mesh),
+            data_state=lambda _: batches.get_state(), part=lambda tree, _: tree,
+            evaluate=make_evaluate(config, net, ds, mesh, eval_batch_size))
+        stop = StopRequest().install()
+        try:
+            (result,), state = loop.train_runs([run], program, state, start, [window], t, stop)
+            if "step" in result:
+                write_pictures(workdir, net, state.params, ds, eval_batch_size)
+            return result
+        finally:
+            stop.restore()
