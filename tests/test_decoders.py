@@ -17,7 +17,7 @@ def _model(bridge="attention", **kw):
     base = dict(src_vocab=11, tgt_vocab=13, emb=6, hidden=8, bridge=bridge,
                 attention_type="bahdanau", layers=2)
     base.update(kw)
-    m = model.build(model.ModelConfig(**base))
+    m = model.build(model.ModelConfig.from_experiment(**base))
     return m, m.init(jax.random.PRNGKey(0))
 
 
