@@ -1,5 +1,6 @@
 import dataclasses
 import itertools
+import os
 import re
 
 import jax
@@ -244,3 +245,12 @@ def test_the_config_files_spelling_of_attention(bridge, attention_type, attentio
     # the defaults are experiments/default.py's: Bahdanau attention over a dense initial state
     default = model.ModelConfig.from_experiment(src_vocab=11, tgt_vocab=13)
     assert (default.bridge, default.attention) == ("dense", "bahdanau")
+
+
+def test_the_readme_bridges_table_lists_exactly_the_registry():
+    readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+    with open(readme, encoding="utf-8") as f:
+        text = f.read()
+    table = text[text.index("- **Bridges** (`--bridge`)"):].split("\n\n", 2)[1]  # after the intro
+    rows = re.findall(r"^  \| `([\w-]+)` \|", table, flags=re.M)
+    assert rows[0] == "--bridge" and sorted(rows[1:]) == model.BRIDGE_SPELLINGS, rows
