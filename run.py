@@ -15,7 +15,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from s2s_jax import cli
-from s2s_jax.models import attention, bridges, cells, sampling
+from s2s_jax.models import attention, bridges, cells, model, sampling
 from s2s_jax.training import stopping
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -28,11 +28,12 @@ flags.DEFINE_enum("mode", "train", ["train", "eval", "predict"],
                   "train (then test), eval (a checkpoint on test) or predict (--input to --output)")
 
 # Alias flags: None means "keep the config file's value". Each maps to one config field.
+# --bridge=attention means attention (--attention_type) over the initial state of the bridge
+# --attention_init; any other --bridge has no attention (ModelConfig.from_experiment).
 _ALIASES = {
-    "bridge": ("model.bridge", flags.DEFINE_enum, sorted(bridges.BRIDGES)),
+    "bridge": ("model.bridge", flags.DEFINE_enum, model.BRIDGE_SPELLINGS),
     "attention_type": ("model.attention_type", flags.DEFINE_enum, sorted(attention.ATTENTION)),
-    "attention_init": ("model.attention_init", flags.DEFINE_enum,
-                       sorted(set(bridges.BRIDGES) - {"attention"})),
+    "attention_init": ("model.attention_init", flags.DEFINE_enum, sorted(bridges.BRIDGES)),
     "cell": ("model.cell", flags.DEFINE_enum, sorted(cells.CELLS)),
     "layers": ("model.layers", flags.DEFINE_integer, None),
     "hidden": ("model.hidden", flags.DEFINE_integer, None),

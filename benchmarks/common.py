@@ -15,6 +15,7 @@ import resource
 import statistics
 import subprocess
 import sys
+from typing import Callable, NamedTuple
 
 from absl import flags
 
@@ -22,8 +23,32 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from s2s_jax.training import host_memory  # noqa: E402  pylint: disable=g-import-not-at-top
 
-# Mirrors s2s_jax.models.bridges.BRIDGES / cells.CELLS; train_throughput.py checks that they agree.
-BRIDGE_NAMES = ("attention", "concat", "concat_inputs", "copy", "dense", "zero")
+
+
+class BridgeCost(NamedTuple):
+    """What the benchmarks need to know of a bridge, without importing a framework."""
+
+    width: int  # the decoder width it needs, in encoder widths (bridges.Bridge.decoder_width)
+    flops: Callable  # (B, encoder state total, decoder state total, H, Hd) -> its matmul FLOPs
+    step_inputs: Callable = lambda enc_total: 0  # its per-step input width (Bridge.step_input_dim)
+    reads_encoder: bool = True  # False: without attention, nothing of the encoder is used
+
+
+# One entry per s2s_jax.models.bridges.BRIDGES name; tests/test_benchmarks.py checks the names,
+# the widths and torch_baseline.py's implementations against the registry.
+BRIDGE_COSTS = {
+    "zero": BridgeCost(1, lambda b, enc, dec, h, hd: 0, reads_encoder=False),
+    "copy": BridgeCost(1, lambda b, enc, dec, h, hd: 0),
+    "dense": BridgeCost(1, lambda b, enc, dec, h, hd: 2 * b * enc * dec),
+    # each state tensor [h] projected to [hd - h]
+    "concat": BridgeCost(2, lambda b, enc, dec, h, hd: 2 * b * enc * (hd - h)),
+    "concat_inputs": BridgeCost(1, lambda b, enc, dec, h, hd: 0, step_inputs=lambda enc: enc),
+}
+# The benchmarks' --bridge=attention (s2s_jax.models.model.ATTENTION_BRIDGE): Bahdanau attention
+# over the initial state of ATTENTION_INIT, as experiments/default.py.
+ATTENTION_BRIDGE, ATTENTION_INIT = "attention", "dense"
+BRIDGE_NAMES = tuple(sorted([*BRIDGE_COSTS, ATTENTION_BRIDGE]))  # = model.BRIDGE_SPELLINGS
+# Mirrors s2s_jax.models.cells.CELLS; train_throughput.py checks that they agree.
 CELL_NAMES = ("gru", "lstm")
 GATES = {"lstm": 4, "gru": 3}
 
@@ -103,10 +128,15 @@ def tune_malloc() -> bool:
     return host_memory.keep_freed_memory(FLAGS.malloc_tuning)
 
 
+def initial_bridge(bridge: str) -> str:
+    """The BRIDGE_COSTS entry that gives the decoder its initial state under --bridge=`bridge`."""
+    return ATTENTION_INIT if bridge == ATTENTION_BRIDGE else bridge
+
+
 def decoder_hidden(bridge: str, hidden: int, requested: int = 0) -> int:
     if requested:
         return requested
-    return 2 * hidden if bridge == "concat" else hidden
+    return BRIDGE_COSTS[initial_bridge(bridge)].width * hidden
 
 
 def settings() -> dict:
@@ -125,27 +155,23 @@ def forward_matmul_flops(batch, src_len, tgt_len, vocab, emb, hidden, dec_hidden
     """
     g = GATES[cell]
     b, s, t, v, e, h, hd = batch, src_len, tgt_len, vocab, emb, hidden, dec_hidden
+    attends = bridge == ATTENTION_BRIDGE
+    cost = BRIDGE_COSTS[initial_bridge(bridge)]
     flops = 0
     # Encoder: per layer, input projection (hoisted) and recurrent projection, every token.
-    for layer in range(layers if bridge != "zero" else 0):
+    for layer in range(layers if attends or cost.reads_encoder else 0):
         in_dim = e if layer == 0 else h
         flops += 2 * b * s * (in_dim + h) * g * h
     state_total = layers * (2 if cell == "lstm" else 1) * h  # encoder state features
     dec_total = layers * (2 if cell == "lstm" else 1) * hd
-    # Bridge.
-    if bridge == "dense":
-        flops += 2 * b * state_total * dec_total
-    elif bridge == "concat":  # each state tensor [h] projected to [hd - h]
-        flops += 2 * b * state_total * (hd - h)
-    elif bridge == "attention":  # attention starts from attention_init=dense
-        flops += 2 * b * state_total * dec_total
-    context = h if bridge == "attention" else 0
-    fixed = state_total if bridge == "concat_inputs" else 0
+    flops += cost.flops(b, state_total, dec_total, h, hd)  # the bridge
+    context = h if attends else 0
+    fixed = cost.step_inputs(state_total)
     # Decoder: layer-0 input is [emb ; context ; fixed], every target step.
     for layer in range(layers):
         in_dim = (e + context + fixed) if layer == 0 else hd
         flops += 2 * b * t * (in_dim + hd) * g * hd
-    if bridge == "attention":  # Bahdanau, attention size = decoder hidden
+    if attends:  # Bahdanau, attention size = decoder hidden
         a = hd
         flops += 2 * b * s * h * a  # key projection, once
         flops += 2 * b * t * hd * a  # query projection, every step

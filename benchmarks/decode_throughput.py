@@ -55,7 +55,7 @@ def _time(fn, *args) -> dict:
 def main(argv):
     del argv
     common.tune_malloc()
-    cfg = model.ModelConfig(
+    cfg = model.ModelConfig.from_experiment(
         src_vocab=FLAGS.vocab, tgt_vocab=FLAGS.vocab, emb=FLAGS.emb, hidden=FLAGS.hidden,
         cell=FLAGS.cell, layers=FLAGS.layers, bridge=FLAGS.bridge,
         decoder_hidden=common.decoder_hidden(FLAGS.bridge, FLAGS.hidden))

@@ -7,12 +7,11 @@ Eager PyTorch on --device (cpu, or cuda), torch.set_num_threads(--threads), Open
 they wait (OMP_WAIT_POLICY=PASSIVE unless the environment sets it: on a machine shared with other
 work, spinning made steps 2x slower, and tiny models 100x slower):
 - encoder: nn.Embedding + nn.LSTM/nn.GRU (fused, all layers) over the whole source;
-- bridges (s2s_jax.models.bridges.BRIDGES): zero; copy (the encoder final state as it is); dense
+- bridges: `BRIDGES`, an (init, apply) pair per s2s_jax.models.bridges.BRIDGES entry, e.g. dense
   (tanh(Linear) of the encoder final state, all (c, h) of all layers concatenated, split over the
-  decoder state); concat ([x ; tanh(Linear(x))] for each layer's state tensor x); attention (dense initial state, then
-  Bahdanau attention over the encoder outputs at every step, query = previous top h, context
-  concatenated to the input and to the output); concat_inputs (zero initial state, the flattened
-  encoder state concatenated to every decoder input);
+  decoder state); --bridge=attention is dense's initial state, then Bahdanau attention over the
+  encoder outputs at every step, query = previous top h, context concatenated to the input and
+  to the output;
 - decoder: with --sampling_prob=0 and no attention, one nn.LSTM/nn.GRU call over the whole gold
   target; otherwise a Python loop of nn.LSTMCell/nn.GRUCell, where at every step t >= 1 each
   example reads, with probability p (torch.rand per example), a token drawn from the previous
@@ -24,6 +23,7 @@ Prints one JSON line with the keys of train_throughput.py (compile_s is 0: nothi
 import os
 import sys
 import time
+from typing import Callable, NamedTuple
 
 from absl import app
 from absl import flags
@@ -49,12 +49,78 @@ FLAGS = flags.FLAGS
 BOS_ID = 1
 
 
+# --- bridges: init adds the bridge's modules to the model, apply maps the flat encoder state
+# [B, enc_total] to (the decoder's flat initial state [B, dec_total], per-step inputs or None).
+def _no_modules(model, enc_total, dec_total):
+    del model, enc_total, dec_total
+
+
+def _zeros(model, flat):
+    return flat.new_zeros(flat.shape[0], model.layers * model.tensors * model.dec_hidden)
+
+
+def _zero_apply(model, flat):
+    return _zeros(model, flat), None
+
+
+def _copy_init(model, enc_total, dec_total):
+    del model
+    if enc_total != dec_total:
+        raise ValueError("bridge 'copy' needs equal encoder and decoder states")
+
+
+def _copy_apply(model, flat):
+    del model
+    return flat, None
+
+
+def _dense_init(model, enc_total, dec_total):
+    model.proj = nn.Linear(enc_total, dec_total)
+
+
+def _dense_apply(model, flat):
+    return torch.tanh(model.proj(flat)), None
+
+
+def _concat_init(model, enc_total, dec_total):
+    del enc_total, dec_total  # one projection per layer and state tensor
+    model.proj = nn.ModuleList([nn.Linear(model.hidden, model.dec_hidden - model.hidden)
+                                for _ in range(model.layers * model.tensors)])
+
+
+def _concat_apply(model, flat):
+    parts = torch.split(flat, model.hidden, dim=-1)  # _flat_state's tensors, in order
+    return torch.cat([torch.cat([x, torch.tanh(p(x))], -1)
+                      for x, p in zip(parts, model.proj)], -1), None
+
+
+def _concat_inputs_apply(model, flat):
+    return _zeros(model, flat), flat
+
+
+class TorchBridge(NamedTuple):
+    init: Callable  # (model, enc_total, dec_total) -> None
+    apply: Callable  # (model, flat [B, enc_total]) -> (flat initial state, step inputs or None)
+
+
+# One entry per s2s_jax.models.bridges.BRIDGES name (tests/test_benchmarks.py checks them).
+BRIDGES = {
+    "zero": TorchBridge(_no_modules, _zero_apply),
+    "copy": TorchBridge(_copy_init, _copy_apply),
+    "dense": TorchBridge(_dense_init, _dense_apply),
+    "concat": TorchBridge(_concat_init, _concat_apply),
+    "concat_inputs": TorchBridge(_no_modules, _concat_inputs_apply),
+}
+
+
 class Seq2Seq(nn.Module):
     """Encoder, bridge and decoder of s2s_jax's model, in eager PyTorch."""
 
     def __init__(self, vocab, emb, hidden, dec_hidden, layers, cell, bridge, fused_decoder):
         super().__init__()
-        self.cell, self.bridge, self.layers = cell, bridge, layers
+        self.cell, self.layers = cell, layers
+        self.attends = bridge == common.ATTENTION_BRIDGE  # Bahdanau over dense's initial state
+        self.bridge = BRIDGES[common.initial_bridge(bridge)]
         self.hidden, self.dec_hidden = hidden, dec_hidden
         self.tensors = 2 if cell == "lstm" else 1  # (c, h) or (h,)
         rnn = nn.LSTM if cell == "lstm" else nn.GRU
@@ -64,16 +130,10 @@ class Seq2Seq(nn.Module):
         self.encoder = rnn(emb, hidden, num_layers=layers, batch_first=True)
         enc_total = layers * self.tensors * hidden
         dec_total = layers * self.tensors * dec_hidden
-        if bridge == "copy" and enc_total != dec_total:
-            raise ValueError("bridge 'copy' needs equal encoder and decoder states")
-        if bridge in ("dense", "attention"):
-            self.proj = nn.Linear(enc_total, dec_total)
-        elif bridge == "concat":  # one projection per layer and state tensor
-            self.proj = nn.ModuleList([nn.Linear(hidden, dec_hidden - hidden)
-                                       for _ in range(layers * self.tensors)])
-        context = hidden if bridge == "attention" else 0
-        fixed = enc_total if bridge == "concat_inputs" else 0
-        if bridge == "attention":
+        self.bridge.init(self, enc_total, dec_total)
+        context = hidden if self.attends else 0
+        fixed = common.BRIDGE_COSTS[common.initial_bridge(bridge)].step_inputs(enc_total)
+        if self.attends:
             self.attn_query = nn.Linear(dec_hidden, dec_hidden, bias=False)
             self.attn_key = nn.Linear(hidden, dec_hidden)
             self.attn_v = nn.Parameter(torch.randn(dec_hidden) / dec_hidden ** 0.5)
@@ -104,22 +164,8 @@ class Seq2Seq(nn.Module):
         batch, steps = tgt.shape
         enc_out, final = self.encoder(self.src_embed(src))  # [B, S, H]
         flat = self._flat_state(final)  # [B, enc_total]
-        fixed = None
-        if self.bridge == "zero":
-            state = self._split_state(flat.new_zeros(batch, self.layers * self.tensors *
-                                                     self.dec_hidden))
-        elif self.bridge == "copy":
-            state = self._split_state(flat)
-        elif self.bridge in ("dense", "attention"):
-            state = self._split_state(torch.tanh(self.proj(flat)))
-        elif self.bridge == "concat":
-            parts = torch.split(flat, self.hidden, dim=-1)  # _flat_state's tensors, in order
-            state = self._split_state(torch.cat(
-                [torch.cat([x, torch.tanh(p(x))], -1) for x, p in zip(parts, self.proj)], -1))
-        else:  # concat_inputs
-            state = self._split_state(flat.new_zeros(batch, self.layers * self.tensors *
-                                                     self.dec_hidden))
-            fixed = flat
+        initial, fixed = self.bridge.apply(self, flat)  # [B, dec_total], [B, D] or None
+        state = self._split_state(initial)
         gold = torch.cat([tgt.new_full((batch, 1), BOS_ID), tgt[:, :-1]], 1)  # [B, T]
         if self.fused:
             x = self.tgt_embed(gold)  # [B, T, E]
@@ -132,7 +178,7 @@ class Seq2Seq(nn.Module):
             else:
                 out, _ = self.decoder(x, torch.stack(state))
             return self.out(out)  # [B, T, V]
-        keys = self.attn_key(enc_out) if self.bridge == "attention" else None  # [B, S, A]
+        keys = self.attn_key(enc_out) if self.attends else None  # [B, S, A]
         logits_all = []
         logits = None
         for t in range(steps):
@@ -198,7 +244,7 @@ def main(argv):
     torch.manual_seed(FLAGS.seed)
     peak_before = matmul_peak_gflops(device)  # and after the steps, as train_throughput.py
     p = FLAGS.sampling_prob
-    fused = p == 0 and FLAGS.bridge != "attention"
+    fused = p == 0 and FLAGS.bridge != common.ATTENTION_BRIDGE
     dec_hidden = common.decoder_hidden(FLAGS.bridge, FLAGS.hidden, FLAGS.decoder_hidden)
     model = Seq2Seq(FLAGS.vocab, FLAGS.emb, FLAGS.hidden, dec_hidden, FLAGS.layers, FLAGS.cell,
                     FLAGS.bridge, fused).to(device)

@@ -60,7 +60,7 @@ def matmul_peak_gflops(dtype: str = "float32", n: int = 0, repeats: int = 10) ->
 
 
 def model_config() -> model.ModelConfig:
-    return model.ModelConfig(
+    return model.ModelConfig.from_experiment(
         src_vocab=FLAGS.vocab, tgt_vocab=FLAGS.vocab, emb=FLAGS.emb, hidden=FLAGS.hidden,
         cell=FLAGS.cell, layers=FLAGS.layers, bridge=FLAGS.bridge,
         decoder_hidden=common.decoder_hidden(FLAGS.bridge, FLAGS.hidden, FLAGS.decoder_hidden),
@@ -106,7 +106,7 @@ def main(argv):
     del argv
     common.tune_malloc()
     peak_before = matmul_peak_gflops(FLAGS.dtype)
-    assert set(common.BRIDGE_NAMES) == set(bridges.BRIDGES), "update common.BRIDGE_NAMES"
+    assert set(common.BRIDGE_COSTS) == set(bridges.BRIDGES), "update common.BRIDGE_COSTS"
     assert set(common.CELL_NAMES) == set(cells.CELLS), "update common.CELL_NAMES"
     m = model.build(model_config())
     params = m.init(prng.init_key(FLAGS.seed))

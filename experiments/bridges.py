@@ -1,8 +1,12 @@
 """Study: how the encoder conditions the decoder (every bridge), scheduled sampling on.
 
+The grid: every bridge of s2s_jax/models/bridges.py (BRIDGES), without attention, and
+`attention` (Bahdanau attention over a dense initial state, the default experiment's model); a
+bridge added to the registry joins it.
+
 Commands (from the repository root):
 
-  # the study: 6 bridges x 3 seeds, two runs at a time; results.md/.csv and PNGs in the workdir
+  # the study: every bridge x 3 seeds, two runs at a time; results.md/.csv and PNGs in the workdir
   python -m s2s_jax.studies.sweep --config=experiments/bridges.py --seeds=3 --parallel=2 \
       --workdir=runs/bridges
   # the same, each bridge's 3 seeds in one vmapped program (as fast per step as separate runs
@@ -23,10 +27,10 @@ Commands (from the repository root):
 
 Setting: the embedded `reverse` task (lengths 3-12, 20 symbols) with a smaller model than the
 default experiment (bidirectional LSTM, 64 units per direction, decoder 128 units; `concat` gets a
-256-unit decoder, see model.ModelConfig.dec_hidden) and 1500 steps (~5 epochs), so the 18 runs
-take about 5 minutes on a 2-core CPU with --parallel=2. The inverse-sigmoid schedule (k = 60)
-reaches its cap p = 0.25 at step 180, so most of training feeds back the model's own tokens a
-quarter of the time.
+256-unit decoder, its bridges.Bridge.decoder_width) and 1500 steps (~5 epochs), so the 18 runs
+of its six bridges take about 5 minutes on a 2-core CPU with --parallel=2. The inverse-sigmoid
+schedule (k = 60) reaches its cap p = 0.25 at step 180, so most of training feeds back the
+model's own tokens a quarter of the time.
 
 Outcome (measured, 3 seeds a point, 2026-12-04 with the current seed keys and the per-tensor
 `concat`; experiments/results/bridges.md; the README has the table). `attention` solves the
@@ -50,9 +54,11 @@ import os
 import ml_collections
 
 from s2s_jax.config_files import load_config_file
+from s2s_jax.models import bridges, model
 
 _DEFAULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py")
-BRIDGES = ["zero", "copy", "dense", "concat", "attention", "concat_inputs"]
+# The registry's bridges, then the config spelling of attention over a dense initial state.
+BRIDGES = [*bridges.BRIDGES, model.ATTENTION_BRIDGE]
 
 
 def _default_config(arg: str) -> ml_collections.ConfigDict:

@@ -25,12 +25,15 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     m.layers = 1  # encoder layers
     m.bidirectional = True  # bidirectional encoder (decoder hidden = 2 * hidden by default)
     m.decoder_cell = ""  # '' = the encoder's cell
-    m.decoder_hidden = 0  # 0 = encoder output width (directions * hidden); twice it for concat
-    # (the bridge, or the attention bridge's attention_init)
+    m.decoder_hidden = 0  # 0 = the width the bridge needs (bridges.Bridge.decoder_width): the
+    # encoder output width (directions * hidden); twice it for concat (also as attention_init)
     m.decoder_layers = 0  # 0 = the encoder's depth
-    m.bridge = "attention"  # zero | copy | dense | concat | attention | concat_inputs
-    m.attention_type = "bahdanau"  # bahdanau | dot | general | scaled_dot
-    m.attention_init = "dense"  # the attention bridge's initial state: another bridge's name
+    # A name in s2s_jax/models/bridges.py BRIDGES (no attention), or "attention": attention of
+    # attention_type over the initial state of bridge attention_init (model.ModelConfig
+    # .from_experiment reads this spelling; the two attention_* fields count only under it).
+    m.bridge = "attention"
+    m.attention_type = "bahdanau"  # s2s_jax/models/attention.py ATTENTION: bahdanau | dot | ...
+    m.attention_init = "dense"  # the initial state's bridge, a name in BRIDGES
     m.attention_dim = 0  # Bahdanau hidden size; 0 = decoder hidden
     m.attention_normalize = False  # weight-normalised Bahdanau
     m.dropout = 0.0  # between stacked layers

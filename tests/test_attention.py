@@ -1,3 +1,5 @@
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -75,3 +77,12 @@ def test_dot_attention_with_unequal_sizes_names_both_and_the_fix():
         attention.ATTENTION["dot"].init(jax.random.PRNGKey(0), 8, 4, 0, False)
     with pytest.raises(ValueError, match="bahdanau"):
         attention.get_attention("luong")
+
+
+def test_none_is_no_attention_and_every_other_choice_an_entry():
+    assert attention.get_attention(attention.NONE) is None
+    assert attention.CHOICES == [attention.NONE, *sorted(attention.ATTENTION)]
+    for name in attention.ATTENTION:
+        assert attention.get_attention(name) is attention.ATTENTION[name]
+    with pytest.raises(ValueError, match=re.escape(str(attention.CHOICES))):
+        attention.get_attention("None")

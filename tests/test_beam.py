@@ -20,7 +20,7 @@ def _model(**kw):
     base = dict(src_vocab=11, tgt_vocab=13, emb=6, hidden=8, bridge="attention", layers=2,
                 bidirectional=True)
     base.update(kw)
-    m = model.build(model.ModelConfig(**base))
+    m = model.build(model.ModelConfig.from_experiment(**base))
     return m, m.init(jax.random.PRNGKey(0))
 
 

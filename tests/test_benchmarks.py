@@ -1,4 +1,5 @@
 """The benchmark scripts run and print their JSON line (tiny sizes; nothing here is timed)."""
+import ast
 import json
 import os
 import subprocess
@@ -130,3 +131,28 @@ def test_ab_runs_each_checkout_alternately_and_names_both_commits():
     assert len(row["baseline_runs"]) == len(row["this_runs"]) == 1 and "errors" not in row
     assert row["baseline_tokens_per_s"] > 0 and row["this_tokens_per_s"] > 0 and row["ratio"] > 0
     assert row["baseline_commit"] == row["this_commit"] != "unknown"
+
+
+def _dict_keys(path, name):
+    """The string keys of the literal dict `name = {...}` at the top of the file `path`, read
+    without running it (torch_baseline.py imports torch)."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [t.id for t in node.targets] == [name]:
+            return {key.value for key in node.value.keys}
+    raise AssertionError(f"{path} has no {name} = {{...}}")
+
+
+def test_the_benchmarks_know_every_bridge_of_the_registry():
+    from s2s_jax.models import bridges, model  # pylint: disable=import-outside-toplevel
+    assert common.BRIDGE_NAMES == tuple(model.BRIDGE_SPELLINGS)
+    assert set(common.BRIDGE_COSTS) == set(bridges.BRIDGES)
+    torch_bridges = _dict_keys(os.path.join(ROOT, "benchmarks", "torch_baseline.py"), "BRIDGES")
+    assert torch_bridges == set(bridges.BRIDGES)  # a PyTorch implementation of each
+    for bridge in common.BRIDGE_NAMES:  # the decoder width the model gives it
+        cfg = model.ModelConfig.from_experiment(src_vocab=20, tgt_vocab=20, hidden=8,
+                                                bridge=bridge, attention_init=common.ATTENTION_INIT)
+        assert common.decoder_hidden(bridge, 8) == cfg.dec_hidden, bridge
+        assert (common.initial_bridge(bridge), cfg.attention != "none") == (
+            cfg.bridge, bridge == common.ATTENTION_BRIDGE)

@@ -1,5 +1,7 @@
 import dataclasses
 import itertools
+import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -7,20 +9,24 @@ import numpy as np
 import pytest
 
 from conftest import make_batch
-from s2s_jax.models import bridges, model
+from s2s_jax.models import attention, bridges, model
 from s2s_jax.training import losses
 
 ENC_HIDDEN, DEC_HIDDEN = 4, 40  # unequal; the decoder is wide enough for `concat` everywhere
-MATRIX = list(itertools.product(sorted(bridges.BRIDGES), ["lstm", "gru"], ["lstm", "gru"],
+# Every bridge, and the config files' `attention` (attention over a dense initial state).
+MATRIX = list(itertools.product(model.BRIDGE_SPELLINGS, ["lstm", "gru"], ["lstm", "gru"],
                                 [False, True], [1, 2], [1, 2]))
 
 
 def _config(bridge, enc_cell="lstm", dec_cell="lstm", bidi=False, enc_layers=1, dec_layers=1,
             dec_hidden=DEC_HIDDEN, **kw):
-    return model.ModelConfig(src_vocab=11, tgt_vocab=13, emb=6, hidden=ENC_HIDDEN, cell=enc_cell,
-                             layers=enc_layers, bidirectional=bidi, decoder_cell=dec_cell,
-                             decoder_hidden=dec_hidden, decoder_layers=dec_layers, bridge=bridge,
-                             attention_type="general", **kw)
+    """A ModelConfig from the config files' spelling (`bridge` may be "attention")."""
+    return model.ModelConfig.from_experiment(src_vocab=11, tgt_vocab=13, emb=6,
+                                             hidden=ENC_HIDDEN, cell=enc_cell,
+                                             layers=enc_layers, bidirectional=bidi,
+                                             decoder_cell=dec_cell, decoder_hidden=dec_hidden,
+                                             decoder_layers=dec_layers, bridge=bridge,
+                                             attention_type="general", **kw)
 
 
 @pytest.mark.parametrize("bridge,enc_cell,dec_cell,bidi,enc_layers,dec_layers", MATRIX)
@@ -41,7 +47,7 @@ def test_every_bridge_gives_the_decoder_state_structure(bridge, enc_cell, dec_ce
     params = m.init(jax.random.PRNGKey(0))
     enc_spec, dec_spec = cfg.encoder_spec(), cfg.decoder_spec()
     state = [tuple(jnp.full((3, enc_spec.width), 0.5) for _ in enc_spec.names)] * enc_layers
-    cond = bridges.BRIDGES[bridge].apply(params["bridge"], state, dec_spec, cfg.attention_init)
+    cond = bridges.BRIDGES[cfg.bridge].apply(params["bridge"], state, dec_spec)
     assert len(cond.state) == dec_layers
     for carry in cond.state:
         assert len(carry) == (2 if dec_cell == "lstm" else 1)
@@ -69,7 +75,7 @@ def test_copy_passes_a_matching_state_through(cell, bidi):
     params = m.init(jax.random.PRNGKey(0))
     spec = cfg.encoder_spec()
     state = [tuple(jnp.full((3, spec.width), float(l)) for _ in spec.names) for l in range(2)]
-    cond = bridges.BRIDGES["copy"].apply(params["bridge"], state, cfg.decoder_spec(), "dense")
+    cond = bridges.BRIDGES["copy"].apply(params["bridge"], state, cfg.decoder_spec())
     for got, want in zip(cond.state, state):
         for a, b in zip(got, want):
             np.testing.assert_array_equal(a, b)
@@ -97,7 +103,7 @@ def test_concat_joins_each_layer_and_tensor_with_its_own_projection(cell, layers
     marker = lambda l, j: float(1 + 2 * l + j) / 4  # noqa: E731  exact in float32
     state = [tuple(jnp.full((3, enc_spec.width), marker(l, j)) for j in range(len(enc_spec.names)))
              for l in range(layers)]
-    cond = bridges.BRIDGES["concat"].apply(params, state, dec_spec, cfg.attention_init)
+    cond = bridges.BRIDGES["concat"].apply(params, state, dec_spec)
     assert len(cond.state) == layers
     width = enc_spec.width
     for l, carry in enumerate(cond.state):
@@ -134,10 +140,22 @@ def test_the_default_decoder_is_wide_enough_for_concat_also_under_attention(brid
 
 
 def test_unknown_names_list_the_choices():
-    with pytest.raises(ValueError, match=r"\['attention', 'concat', 'concat_inputs', 'copy', 'dense', 'zero'\]"):
+    assert model.BRIDGE_SPELLINGS == sorted([*bridges.BRIDGES, "attention"])
+    with pytest.raises(ValueError, match=re.escape(str(model.BRIDGE_SPELLINGS))):
         model.build(_config("bogus"))
     with pytest.raises(ValueError, match="attention_init"):
         model.build(_config("attention", attention_init="attention"))
+    with pytest.raises(ValueError, match=r"--attention_type 'luong'.*" +
+                       re.escape(str(sorted(attention.ATTENTION)))):
+        model.ModelConfig.from_experiment(src_vocab=11, tgt_vocab=13, bridge="attention",
+                                          attention_type="luong")
+    with pytest.raises(ValueError, match=re.escape(str(sorted(bridges.BRIDGES)))):
+        model.build(dataclasses.replace(_config("dense"), bridge="bogus"))
+    with pytest.raises(ValueError, match=re.escape(str(attention.CHOICES))):
+        model.build(dataclasses.replace(_config("dense"), attention="luong"))
+    # ModelConfig itself has no `attention` bridge: the error says how it is spelled there.
+    with pytest.raises(ValueError, match=r"attention as its own field.*from_experiment"):
+        model.build(dataclasses.replace(_config("dense"), bridge="attention"))
 
 
 @pytest.mark.parametrize("field,value,message", [
@@ -156,7 +174,7 @@ def test_sizes_outside_their_range_are_named_before_anything_is_built(field, val
     assert message in str(err.value)
 
 
-@pytest.mark.parametrize("bridge", sorted(bridges.BRIDGES))
+@pytest.mark.parametrize("bridge", model.BRIDGE_SPELLINGS)
 def test_the_conditioning_is_real(bridge):
     """d loss / d encoder params is non-zero for every bridge but `zero`, where it is exactly 0."""
     dec_hidden = 0 if bridge == "copy" else DEC_HIDDEN
@@ -174,3 +192,65 @@ def test_the_conditioning_is_real(bridge):
         assert norm == 0.0
     else:
         assert norm > 1e-6
+
+
+@pytest.mark.parametrize("bridge", sorted(bridges.BRIDGES))
+def test_the_default_decoder_width_is_the_one_the_bridge_declares(bridge):
+    for bidi in (False, True):
+        cfg = model.ModelConfig(src_vocab=11, tgt_vocab=13, hidden=ENC_HIDDEN, bidirectional=bidi,
+                                bridge=bridge)
+        enc = cfg.encoder_spec()
+        assert cfg.dec_hidden == bridges.BRIDGES[bridge].decoder_width(enc) >= enc.width
+        assert cfg.decoder_spec().width == cfg.dec_hidden
+
+
+@pytest.mark.parametrize("bridge", sorted(bridges.BRIDGES))
+@pytest.mark.parametrize("attention_name", sorted(attention.ATTENTION))
+def test_attention_is_its_own_axis_over_every_bridge(bridge, attention_name):
+    """Every bridge, with and without each attention: the decoder attends exactly when asked,
+    starts from the bridge's state, and a missing or added attention changes the parameters by
+    the decoder's `attention` entry only."""
+    kw = dict(src_vocab=11, tgt_vocab=13, emb=6, hidden=ENC_HIDDEN, bridge=bridge)
+    if attention_name in ("dot", "scaled_dot") and bridge == "concat":
+        # concat widens the decoder past the keys: refused at build time, naming both sizes
+        with pytest.raises(ValueError, match=r"decoder hidden size \(8\).*output size \(4\)"):
+            model.build(model.ModelConfig(**kw, attention=attention_name))
+        return
+    plain = model.build(model.ModelConfig(**kw))
+    attends = model.build(model.ModelConfig(**kw, attention=attention_name))
+    p_plain, p_attends = (m.init(jax.random.PRNGKey(0)) for m in (plain, attends))
+    assert "attention" not in p_plain["decoder"] and "attention" in p_attends["decoder"]
+    for part in ("encoder", "bridge"):  # same keys, so the same values
+        for a, b in zip(jax.tree_util.tree_leaves(p_plain[part]),
+                        jax.tree_util.tree_leaves(p_attends[part])):
+            np.testing.assert_array_equal(a, b)
+    batch = make_batch()
+    assert plain.apply(p_plain, batch, jax.random.PRNGKey(1), 0.5).attention is None
+    out = attends.apply(p_attends, batch, jax.random.PRNGKey(1), 0.5)
+    assert out.attention.shape == (*batch["targets"].shape, batch["inputs"].shape[1])
+    assert np.all(np.isfinite(out.logits))
+
+
+@pytest.mark.parametrize("bridge,attention_type,attention_init,want", [
+    ("attention", "dot", "concat_inputs", ("concat_inputs", "dot")),
+    ("attention", "bahdanau", "dense", ("dense", "bahdanau")),
+    ("dense", "dot", "concat", ("dense", "none")),  # attention_* count under `attention` only
+    ("zero", "general", "copy", ("zero", "none")),
+])
+def test_the_config_files_spelling_of_attention(bridge, attention_type, attention_init, want):
+    cfg = model.ModelConfig.from_experiment(src_vocab=11, tgt_vocab=13, bridge=bridge,
+                                            attention_type=attention_type,
+                                            attention_init=attention_init)
+    assert (cfg.bridge, cfg.attention) == want
+    # the defaults are experiments/default.py's: Bahdanau attention over a dense initial state
+    default = model.ModelConfig.from_experiment(src_vocab=11, tgt_vocab=13)
+    assert (default.bridge, default.attention) == ("dense", "bahdanau")
+
+
+def test_the_readme_bridges_table_lists_exactly_the_registry():
+    readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+    with open(readme, encoding="utf-8") as f:
+        text = f.read()
+    table = text[text.index("- **Bridges** (`--bridge`)"):].split("\n\n", 2)[1]  # after the intro
+    rows = re.findall(r"^  \| `([\w-]+)` \|", table, flags=re.M)
+    assert rows[0] == "--bridge" and sorted(rows[1:]) == model.BRIDGE_SPELLINGS, rows

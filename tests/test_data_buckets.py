@@ -99,8 +99,9 @@ def test_eval_batches_cover_every_example_once_in_small_buckets(data):
 
 
 def _net(data):
-    cfg = model.ModelConfig(src_vocab=len(data.src_vocab), tgt_vocab=len(data.tgt_vocab), emb=8,
-                            hidden=8, bridge="attention", sample_from="argmax")
+    cfg = model.ModelConfig.from_experiment(src_vocab=len(data.src_vocab),
+                                            tgt_vocab=len(data.tgt_vocab), emb=8, hidden=8,
+                                            bridge="attention", sample_from="argmax")
     net = model.build(cfg)
     return net, net.init(jax.random.PRNGKey(0))
 

@@ -7,7 +7,7 @@ import pytest
 
 import reference
 from conftest import make_batch
-from s2s_jax.models import bridges, decoders, model, sampling
+from s2s_jax.models import decoders, model, sampling
 from s2s_jax.training import losses
 
 TOL = dict(rtol=2e-5, atol=2e-5)
@@ -17,12 +17,12 @@ def _model(bridge="attention", **kw):
     base = dict(src_vocab=11, tgt_vocab=13, emb=6, hidden=8, bridge=bridge,
                 attention_type="bahdanau", layers=2)
     base.update(kw)
-    m = model.build(model.ModelConfig(**base))
+    m = model.build(model.ModelConfig.from_experiment(**base))
     return m, m.init(jax.random.PRNGKey(0))
 
 
 VARIANTS = [
-    dict(bridge=b) for b in sorted(bridges.BRIDGES) if b != "concat"
+    dict(bridge=b) for b in model.BRIDGE_SPELLINGS if b != "concat"
 ] + [
     dict(bridge="concat", decoder_hidden=40),
     dict(bridge="attention", attention_type="dot", bidirectional=True, cell="gru"),

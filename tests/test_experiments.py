@@ -1,11 +1,12 @@
 """Every study config: the default experiment's structure plus a valid, buildable sweep grid."""
 import importlib.util
 import os
+import re
 
 import ml_collections
 import pytest
 
-from s2s_jax.models import model, sampling
+from s2s_jax.models import attention, bridges, model, sampling
 from s2s_jax.studies import grid
 from s2s_jax.training import train
 
@@ -13,7 +14,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUDIES = ["bridges", "attention", "schedules", "cells"]
 # (study, variant) -> points in its grid
 GRID_SIZES = {**{(name, variant): size for name, size in
-                 [("bridges", 6), ("attention", 4), ("schedules", 13), ("cells", 4)]
+                 [("bridges", len(model.BRIDGE_SPELLINGS)), ("attention", 4), ("schedules", 13),
+                  ("cells", 4)]
                  for variant in ("", "tiny")},
               ("schedules", "converged"): 5, ("schedules", "converged_output"): 5}
 
@@ -59,6 +61,39 @@ def test_a_study_is_the_default_config_plus_a_sweep(name, variant):
 def test_an_unknown_variant_is_a_value_error(name):
     with pytest.raises(ValueError, match=f"unknown variant 'big' of experiments/{name}.py"):
         _load(name, "big")
+
+
+@pytest.mark.parametrize("variant", ["", "tiny"])
+def test_the_bridges_study_compares_every_bridge_and_attention(variant):
+    """Its axis is the registry's bridges (no attention) and `attention` over the default
+    experiment's initial state: a bridge added to bridges.BRIDGES joins the study."""
+    c = _load("bridges", variant)
+    ((field, values),) = c.sweep.axes
+    assert field == "model.bridge" and sorted(values) == model.BRIDGE_SPELLINGS
+    built = {}
+    for value in values:
+        c.model.bridge = value
+        cfg = train.model_config(c, 24, 24)
+        built[value] = (cfg.bridge, cfg.attention)
+    assert built == {**{b: (b, attention.NONE) for b in bridges.BRIDGES},
+                     "attention": (c.model.attention_init, c.model.attention_type)}
+
+
+def test_model_config_reads_the_config_files_spelling_of_attention():
+    """train.model_config: bridge=attention is attention over attention_init's initial state;
+    any other bridge has none, whatever attention_type and attention_init say."""
+    c = _load("default")
+    c.model.update(bridge="attention", attention_type="general", attention_init="concat")
+    cfg = train.model_config(c, 24, 24)
+    assert (cfg.bridge, cfg.attention) == ("concat", "general")
+    assert cfg.dec_hidden == 4 * c.model.hidden  # concat's width: twice two directions
+    c.model.bridge = "copy"
+    cfg = train.model_config(c, 24, 24)
+    assert (cfg.bridge, cfg.attention) == ("copy", attention.NONE)
+    c.model.bridge = "bogus"
+    with pytest.raises(ValueError, match=re.escape(f"unknown --bridge 'bogus'; choose one of "
+                                                   f"{model.BRIDGE_SPELLINGS}")):
+        train.model_config(c, 24, 24)
 
 
 def test_the_bridges_study_reaches_its_sampling_cap_within_its_steps():

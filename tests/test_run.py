@@ -16,6 +16,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from s2s_jax.models import model
 from s2s_jax.training import workdir_lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -249,7 +250,7 @@ def test_a_corrupted_latest_checkpoint_is_skipped_for_the_previous(tmp_path):
 
 @pytest.mark.parametrize("flags,message", [
     (["--bridge=bogus"], "error: flag --bridge=bogus: value should be one of "
-                         "<attention|concat|concat_inputs|copy|dense|zero>"),
+                         f"<{'|'.join(model.BRIDGE_SPELLINGS)}>"),
     (["--bridg=copy"], "error: Unknown command line flag 'bridg'. Did you mean: bridge ?"),
     (["--layers=two"], "error: flag --layers=two: invalid literal for int()"),
     (["--config=experiments/nope.py"], "error: --config: [Errno 2] No such file or directory: "
@@ -331,8 +332,7 @@ def test_a_config_file_that_fails_to_load_is_one_line_too(tmp_path):
                                             "'no_such_module_here'")
 
 
-@pytest.mark.parametrize("bridge", ["zero", "copy", "dense", "concat", "attention",
-                                    "concat_inputs"])
+@pytest.mark.parametrize("bridge", model.BRIDGE_SPELLINGS)
 def test_every_bridge_trains_from_the_command_line(tmp_path, bridge):
     code, out, err = run(tmp_path, f"--bridge={bridge}", "--steps=60", "--eval_every=60",
                          "--checkpoint_every=60")

@@ -5,9 +5,12 @@ once before the decoder scan), `project` (the query's own projection) and `score
 part that needs both), so the key projection of Bahdanau and `general` attention is never
 recomputed inside the loop, and the decoder can compute the query projection's gradient for all
 steps at once after it (decoders._make_decode_scan).
+
+Attention is its own axis of the model (`ModelConfig.attention`): "none" (`NONE`), or a key of
+`ATTENTION`, over the initial state of any bridge.
 """
 import math
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
@@ -113,9 +116,16 @@ ATTENTION = {
 }
 
 
-def get_attention(name: str) -> Attention:
+NONE = "none"  # ModelConfig.attention of a decoder that attends to nothing
+CHOICES = [NONE, *sorted(ATTENTION)]  # every value of ModelConfig.attention
+
+
+def get_attention(name: str) -> Optional[Attention]:
+    """The entry named `name`, or None for `NONE` (no attention)."""
+    if name == NONE:
+        return None
     if name not in ATTENTION:
-        raise ValueError(f"unknown attention type {name!r}; choose one of {sorted(ATTENTION)}")
+        raise ValueError(f"unknown attention type {name!r}; choose one of {CHOICES}")
     return ATTENTION[name]
 
 

@@ -2,7 +2,9 @@
 
 A bridge turns the encoder final state (per layer, a tuple of `[B, D*H_enc]` arrays) into a
 `Conditioning`: the decoder's initial state (per layer, a tuple of `[B, H_dec]` arrays) and,
-optionally, a vector concatenated to the decoder input at every step. Entries of `BRIDGES`:
+optionally, a vector concatenated to the decoder input at every step. Attention over the encoder
+outputs is a separate axis of the model (`ModelConfig.attention`, attention.py) that composes with
+every bridge. Entries of `BRIDGES`:
 
 - `zero`: zeros; the decoder sees the source only through attention, if at all (baseline).
 - `copy`: the encoder final state as it is; needs identical structures.
@@ -11,12 +13,14 @@ optionally, a vector concatenated to the decoder input at every step. Entries of
   tensor x (an LSTM's c and h, a GRU's h), the projection as wide as the decoder tensor minus
   the encoder's. Each raw tensor reaches the decoder unchanged in the same layer and slot (c into
   c, the top h, the attention query, into the top h), the projection adds learned features. It
-  needs the same layers and state tensors on both sides and a wider decoder: the default
+  needs the same layers and state tensors on both sides and a wider decoder: its default
   decoder width (`decoder_hidden=0`) is twice the encoder's, a projection as wide as the state.
-- `attention`: initial state from the bridge named by `attention_init`; the decoder then attends
-  over all encoder outputs at every step (see decoders.py and attention.py).
 - `concat_inputs`: zero initial state; the flattened encoder state is concatenated to the decoder
   input at every step.
+
+A new bridge is an `init`/`apply` pair and one `BRIDGES` line; it declares the decoder width it
+needs (`decoder_width`, the encoder's by default) and the width of its per-step vector
+(`step_input_dim`, none by default). Tests, studies, benchmarks and flag choices read `BRIDGES`.
 """
 from typing import Callable, NamedTuple, Optional
 
@@ -48,11 +52,21 @@ class Conditioning(NamedTuple):
     step_inputs: Optional[jax.Array]  # [B, D] concatenated to every decoder input, or None
 
 
+def _encoder_width(enc: StateSpec) -> int:
+    return enc.width
+
+
+def _no_step_inputs(enc: StateSpec) -> int:
+    del enc
+    return 0
+
+
 class Bridge(NamedTuple):
-    init: Callable  # (rng, enc: StateSpec, dec: StateSpec, attention_init: str) -> params
-    apply: Callable  # (params, enc_state, dec: StateSpec, attention_init: str) -> Conditioning
-    attends: bool  # whether the decoder attends over encoder outputs
-    step_input_dim: Callable  # (enc: StateSpec, attention_init) -> width of step_inputs (0: none)
+    init: Callable  # (rng, enc: StateSpec, dec: StateSpec) -> params; raises if they don't fit
+    apply: Callable  # (params, enc_state, dec: StateSpec) -> Conditioning
+    # (enc: StateSpec) -> the decoder width used when --config.model.decoder_hidden is 0
+    decoder_width: Callable = _encoder_width
+    step_input_dim: Callable = _no_step_inputs  # (enc: StateSpec) -> width of step_inputs (0: none)
 
 
 def flatten(state) -> jax.Array:
@@ -71,25 +85,20 @@ def zeros(batch: int, spec: StateSpec, dtype=jnp.float32) -> list:
     return split(jnp.zeros((batch, spec.total), dtype), spec)
 
 
-def _no_params(rng, enc, dec, attention_init):
-    del rng, enc, dec, attention_init
+def _no_params(rng, enc, dec):
+    del rng, enc, dec
     return {}
 
 
-def _no_step_inputs(enc, attention_init):
-    del enc, attention_init
-    return 0
-
-
 # --- zero ------------------------------------------------------------------------------------
-def _zero_apply(params, enc_state, dec, attention_init):
-    del params, attention_init
+def _zero_apply(params, enc_state, dec):
+    del params
     return Conditioning(zeros(enc_state[0][0].shape[0], dec, enc_state[0][0].dtype), None)
 
 
 # --- copy ------------------------------------------------------------------------------------
-def _copy_init(rng, enc, dec, attention_init):
-    del rng, attention_init
+def _copy_init(rng, enc, dec):
+    del rng
     if enc != dec:
         raise ValueError(
             f"bridge 'copy' needs the encoder final state to match the decoder state, but the "
@@ -98,26 +107,23 @@ def _copy_init(rng, enc, dec, attention_init):
     return {}
 
 
-def _copy_apply(params, enc_state, dec, attention_init):
-    del params, dec, attention_init
+def _copy_apply(params, enc_state, dec):
+    del params, dec
     return Conditioning(list(enc_state), None)
 
 
 # --- dense -----------------------------------------------------------------------------------
-def _dense_init(rng, enc, dec, attention_init):
-    del attention_init
+def _dense_init(rng, enc, dec):
     return {"proj": dense_init(rng, enc.total, dec.total, use_bias=True)}
 
 
-def _dense_apply(params, enc_state, dec, attention_init):
-    del attention_init
+def _dense_apply(params, enc_state, dec):
     projected = jnp.tanh(dense(params["proj"], flatten(enc_state)))  # [B, dec.total]
     return Conditioning(split(projected, dec), None)
 
 
 # --- concat ----------------------------------------------------------------------------------
-def _concat_init(rng, enc, dec, attention_init):
-    del attention_init
+def _concat_init(rng, enc, dec):
     if (enc.layers, enc.names) != (dec.layers, dec.names):
         raise ValueError(
             f"bridge 'concat' joins every encoder state tensor with a projection of it in the same "
@@ -137,8 +143,7 @@ def _concat_init(rng, enc, dec, attention_init):
                       for name in enc.names} for _ in range(enc.layers)]}
 
 
-def _concat_apply(params, enc_state, dec, attention_init):
-    del attention_init
+def _concat_apply(params, enc_state, dec):
     state = []
     for layer_params, carry in zip(params["proj"], enc_state):
         state.append(tuple(  # each [B, dec.width]: this tensor, then its own projection
@@ -147,46 +152,28 @@ def _concat_apply(params, enc_state, dec, attention_init):
     return Conditioning(state, None)
 
 
-# --- attention -------------------------------------------------------------------------------
-def _initial_bridge(attention_init: str) -> Bridge:
-    if attention_init == "attention" or attention_init not in BRIDGES:
-        choices = sorted(set(BRIDGES) - {"attention"})
-        raise ValueError(f"unknown --attention_init {attention_init!r}; choose one of {choices}")
-    return BRIDGES[attention_init]
-
-
-def _attention_init(rng, enc, dec, attention_init):
-    return _initial_bridge(attention_init).init(rng, enc, dec, attention_init)
-
-
-def _attention_apply(params, enc_state, dec, attention_init):
-    return _initial_bridge(attention_init).apply(params, enc_state, dec, attention_init)
-
-
-def _attention_step_input_dim(enc, attention_init):
-    # The attention context itself is added by the decoder; this is the inner bridge's vector.
-    return _initial_bridge(attention_init).step_input_dim(enc, attention_init)
+def _twice_the_encoder_width(enc):
+    # Each decoder state tensor holds its encoder tensor and a projection of the same size.
+    return 2 * enc.width
 
 
 # --- concat_inputs ---------------------------------------------------------------------------
-def _concat_inputs_apply(params, enc_state, dec, attention_init):
-    del params, attention_init
+def _concat_inputs_apply(params, enc_state, dec):
+    del params
     flat = flatten(enc_state)  # [B, enc.total]
     return Conditioning(zeros(flat.shape[0], dec, flat.dtype), flat)
 
 
-def _concat_inputs_dim(enc, attention_init):
-    del attention_init
+def _concat_inputs_dim(enc):
     return enc.total
 
 
 BRIDGES = {
-    "zero": Bridge(_no_params, _zero_apply, False, _no_step_inputs),
-    "copy": Bridge(_copy_init, _copy_apply, False, _no_step_inputs),
-    "dense": Bridge(_dense_init, _dense_apply, False, _no_step_inputs),
-    "concat": Bridge(_concat_init, _concat_apply, False, _no_step_inputs),
-    "attention": Bridge(_attention_init, _attention_apply, True, _attention_step_input_dim),
-    "concat_inputs": Bridge(_no_params, _concat_inputs_apply, False, _concat_inputs_dim),
+    "zero": Bridge(_no_params, _zero_apply),
+    "copy": Bridge(_copy_init, _copy_apply),
+    "dense": Bridge(_dense_init, _dense_apply),
+    "concat": Bridge(_concat_init, _concat_apply, decoder_width=_twice_the_encoder_width),
+    "concat_inputs": Bridge(_no_params, _concat_inputs_apply, step_input_dim=_concat_inputs_dim),
 }
 
 

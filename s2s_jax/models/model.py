@@ -15,9 +15,19 @@ from s2s_jax.models import beam, bridges, cells, decoders, encoders, sampling
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2  # the data contract: pad 0, bos 1, eos 2, unk 3
 
 
+# The config files' and the command line's spelling of attention: `bridge="attention"`, with the
+# initial state's bridge in `attention_init` and the attention in `attention_type`.
+ATTENTION_BRIDGE = "attention"
+BRIDGE_SPELLINGS = sorted([*bridges.BRIDGES, ATTENTION_BRIDGE])  # what `--bridge` accepts
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Everything that shapes the model; frozen, so it is hashable and safe to close over."""
+    """Everything that shapes the model; frozen, so it is hashable and safe to close over.
+
+    `bridge` and `attention` are independent axes: any bridge's initial state, with or without
+    attention. Experiment configs spell them differently; `from_experiment` translates.
+    """
 
     src_vocab: int
     tgt_vocab: int
@@ -27,11 +37,10 @@ class ModelConfig:
     layers: int = 1  # encoder layers
     bidirectional: bool = False
     decoder_cell: str = ""  # '' = same as the encoder
-    decoder_hidden: int = 0  # 0 = encoder output width (directions * hidden), twice it for concat
+    decoder_hidden: int = 0  # 0 = the width the bridge asks for (bridges.Bridge.decoder_width)
     decoder_layers: int = 0  # 0 = same as the encoder
-    bridge: str = "attention"  # bridges.BRIDGES
-    attention_type: str = "bahdanau"  # attention.ATTENTION
-    attention_init: str = "dense"  # initial state of the `attention` bridge
+    bridge: str = "dense"  # bridges.BRIDGES: the decoder's initial state (and per-step inputs)
+    attention: str = "none"  # attention.CHOICES: "none", or attention over the encoder outputs
     attention_dim: int = 0  # Bahdanau hidden size; 0 = decoder hidden
     attention_normalize: bool = False  # weight-normalised Bahdanau
     dropout: float = 0.0  # between stacked layers, training only
@@ -45,6 +54,42 @@ class ModelConfig:
     # 'bfloat16' suits accelerators and CPUs with bf16 matrix units (AMX); logits come out in it.
     compute_dtype: str = "float32"
 
+    @classmethod
+    def from_experiment(cls, *, bridge: str = ATTENTION_BRIDGE, attention_type: str = "bahdanau",
+                        attention_init: str = "dense", **fields) -> "ModelConfig":
+        """The ModelConfig of an experiment config's `model` section (config files, config.json
+        and run.py's flags spell the model this way); the only place that reads that spelling.
+
+        There, `bridge` is a bridges.BRIDGES name, or `ATTENTION_BRIDGE`: attention of type
+        `attention_type` over the initial state of bridge `attention_init`. Under any other bridge
+        there is no attention, and `attention_type` and `attention_init` are ignored (every
+        config file carries them, so reading them there would add attention to every run).
+        The defaults are those of experiments/default.py.
+
+        Args:
+          bridge, attention_type, attention_init: as in the config files.
+          **fields: every other ModelConfig field (`src_vocab` and `tgt_vocab` among them).
+
+        Raises:
+          ValueError: an unknown bridge, or under `bridge="attention"` an unknown attention type
+            or initial state, naming the flag and its choices.
+        """
+        if "attention" in fields:
+            raise ValueError("an experiment config spells attention as model.bridge='attention' "
+                             "with model.attention_type and model.attention_init; drop "
+                             "model.attention")
+        if bridge not in BRIDGE_SPELLINGS:
+            raise ValueError(f"unknown --bridge {bridge!r}; choose one of {BRIDGE_SPELLINGS}")
+        if bridge != ATTENTION_BRIDGE:
+            return cls(bridge=bridge, attention=attention_lib.NONE, **fields)
+        if attention_init not in bridges.BRIDGES:
+            raise ValueError(f"unknown --attention_init {attention_init!r}; choose one of "
+                             f"{sorted(bridges.BRIDGES)}")
+        if attention_type not in attention_lib.ATTENTION:
+            raise ValueError(f"unknown --attention_type {attention_type!r}; choose one of "
+                             f"{sorted(attention_lib.ATTENTION)}")
+        return cls(bridge=attention_init, attention=attention_type, **fields)
+
     @property
     def directions(self) -> int:
         return 2 if self.bidirectional else 1
@@ -57,12 +102,9 @@ class ModelConfig:
     def dec_hidden(self) -> int:
         if self.decoder_hidden:
             return self.decoder_hidden
-        # The encoder output width, so `copy` and dot attention fit; `concat` (also as the
-        # attention bridge's initial state) gets twice that, so each decoder state tensor holds
-        # its encoder tensor and a projection of the same size.
-        concat = self.bridge == "concat" or (self.bridge == "attention"
-                                             and self.attention_init == "concat")
-        return self.directions * self.hidden * (2 if concat else 1)
+        # The bridge's own need: the encoder output width for most (so `copy` and dot attention
+        # fit), twice it for `concat`.
+        return bridges.get_bridge(self.bridge).decoder_width(self.encoder_spec())
 
     @property
     def dec_layers(self) -> int:
@@ -88,9 +130,12 @@ class Model(NamedTuple):
 
 def _check(cfg: ModelConfig) -> None:
     """Validates names and sizes in Python, with messages that name the flag to change."""
-    bridge = bridges.get_bridge(cfg.bridge)
-    if bridge.attends:
-        attention_lib.get_attention(cfg.attention_type)
+    if cfg.bridge == ATTENTION_BRIDGE:  # the config files' spelling, not a bridge
+        raise ValueError(f"ModelConfig takes attention as its own field: bridge=<the initial "
+                         f"state's bridge>, attention=<one of {attention_lib.CHOICES}>; "
+                         f"ModelConfig.from_experiment reads bridge='attention'")
+    bridges.get_bridge(cfg.bridge)
+    attention_lib.get_attention(cfg.attention)
     if cfg.sampling_mode not in sampling.SAMPLING_MODES:
         raise ValueError(f"unknown --sampling_mode {cfg.sampling_mode!r}; "
                          f"choose one of {sorted(sampling.SAMPLING_MODES)}")
@@ -156,17 +201,17 @@ def build(cfg: ModelConfig) -> Model:
     enc_cell = cells.get_cell(cfg.cell)
     bridge = bridges.get_bridge(cfg.bridge)
     enc_spec, dec_spec = cfg.encoder_spec(), cfg.decoder_spec()
-    attn = attention_lib.get_attention(cfg.attention_type) if bridge.attends else None
+    attn = attention_lib.get_attention(cfg.attention)  # None: no attention
     opts = decoders.DecoderOptions(
         cell=cells.get_cell(cfg.dec_cell), attention=attn, sampling_mode=cfg.sampling_mode,
         sample_from=cfg.sample_from, temperature=cfg.temperature, next_inputs=cfg.next_inputs,
         output_gradient=cfg.output_gradient, dropout_rate=cfg.dropout)
     key_dim = cfg.directions * cfg.hidden  # encoder output width
     sizes = decoders.InputSizes(emb=cfg.emb, context=key_dim if attn else 0,
-                                fixed=bridge.step_input_dim(enc_spec, cfg.attention_init),
+                                fixed=bridge.step_input_dim(enc_spec),
                                 aux=cfg.aux_dim)
     # Fail at build time, not deep inside a trace, for impossible bridge/attention combinations.
-    bridge.init(jax.random.PRNGKey(0), enc_spec, dec_spec, cfg.attention_init)
+    bridge.init(jax.random.PRNGKey(0), enc_spec, dec_spec)
     if attn is not None:
         attn.init(jax.random.PRNGKey(0), cfg.dec_hidden, key_dim, 1, False)
 
@@ -175,7 +220,7 @@ def build(cfg: ModelConfig) -> Model:
         return {
             "encoder": encoders.init(k_enc, enc_cell, cfg.src_vocab, cfg.emb, cfg.hidden,
                                      cfg.layers, cfg.bidirectional),
-            "bridge": bridge.init(k_bridge, enc_spec, dec_spec, cfg.attention_init),
+            "bridge": bridge.init(k_bridge, enc_spec, dec_spec),
             "decoder": decoders.init(k_dec, opts, cfg.tgt_vocab, cfg.dec_hidden, cfg.dec_layers,
                                      sizes, key_dim, cfg.attention_dim or cfg.dec_hidden,
                                      cfg.attention_normalize),
@@ -191,7 +236,7 @@ def build(cfg: ModelConfig) -> Model:
         encoded = encoders.encode(params["encoder"], enc_cell, inputs, inputs_len,
                                   dropout_rate=cfg.dropout if train else 0.0,
                                   rng=k_enc if train else None)
-        cond = bridge.apply(params["bridge"], encoded.state, dec_spec, cfg.attention_init)
+        cond = bridge.apply(params["bridge"], encoded.state, dec_spec)
         if not train:
             dec_opts = dec_opts._replace(dropout_rate=0.0)
         return decoders.unroll(
@@ -237,7 +282,7 @@ def build(cfg: ModelConfig) -> Model:
                              f"(decode_greedy(..., aux_inputs=...), beam_size=1)")
         params = _cast(params, cfg.compute_dtype)
         encoded = encoders.encode(params["encoder"], enc_cell, inputs, inputs_len)
-        cond = bridge.apply(params["bridge"], encoded.state, dec_spec, cfg.attention_init)
+        cond = bridge.apply(params["bridge"], encoded.state, dec_spec)
         repeat = lambda x: None if x is None else jnp.repeat(x, beam_size, axis=0)  # noqa: E731
         step = beam.decoder_step(params["decoder"], opts._replace(dropout_rate=0.0),
                                  repeat(encoded.outputs), repeat(encoded.mask),

@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
+from s2s_jax.models import attention as attention_lib  # noqa: E402
+
 
 def learning_curves(metrics_path: str, png_path: str) -> None:
     """Loss, accuracy and sampling probability against step, from a metrics.jsonl file."""
@@ -69,7 +71,7 @@ def write_run_pictures(workdir: str, net, params, batch, src_vocab, tgt_vocab,
     if os.path.exists(metrics):
         written.append(os.path.join(workdir, "learning_curves.png"))
         learning_curves(metrics, written[-1])
-    if net.config.bridge != "attention":
+    if attention_lib.get_attention(net.config.attention) is None:
         return written
     n = min(examples, int(np.sum(np.asarray(batch["inputs_len"]) > 0)))
     inputs, lengths = batch["inputs"][:n], batch["inputs_len"][:n]

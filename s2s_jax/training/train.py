@@ -37,7 +37,8 @@ TrainingError = loop.TrainingError  # raised by the loop; cli.py and the seeds p
 
 
 def model_config(config, src_vocab: int, tgt_vocab: int) -> model.ModelConfig:
-    """The frozen model config from the experiment config's `model` section and the vocabularies.
+    """The frozen model config from the experiment config's `model` section and the vocabularies
+    (ModelConfig.from_experiment reads its spelling: `bridge="attention"` and the rest).
 
     Raises:
       ValueError: a model the data pipelines cannot feed (auxiliary decoder inputs).
@@ -48,7 +49,7 @@ def model_config(config, src_vocab: int, tgt_vocab: int) -> model.ModelConfig:
                          f"auxiliary decoder inputs, so the model would train and evaluate "
                          f"without them; set --config.model.aux_dim=0 (the Python API, "
                          f"model.build(...).apply with batch['aux_inputs'], takes them)")
-    return model.ModelConfig(src_vocab=src_vocab, tgt_vocab=tgt_vocab, **fields)
+    return model.ModelConfig.from_experiment(src_vocab=src_vocab, tgt_vocab=tgt_vocab, **fields)
 
 
 def schedule_params(config) -> sampling.ScheduleParams:
