@@ -30,7 +30,7 @@ def test_a_disabled_lock_takes_nothing(tmp_path):
 
 def test_the_lock_of_a_killed_process_is_stale(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from s2s_jax import workdir_lock; "
+        [sys.executable, "-c", "import sys, time; from s2s_jax.training import workdir_lock; "
          f"workdir_lock.WorkdirLock({str(tmp_path)!r}).__enter__(); print('held', flush=True); "
          "time.sleep(600)"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
