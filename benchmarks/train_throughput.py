@@ -3,7 +3,7 @@
   python benchmarks/train_throughput.py [--bridge=dense] [--sampling_prob=0.25] [--steps=20]
 
 One step is forward (model.apply with scheduled sampling at --sampling_prob, passed as a traced
-value as a schedule would; 0 as a Python number, as train.py passes a schedule capped at 0),
+value as a schedule would; 0 as teacher_forcing=True, as train.py runs a schedule capped at 0),
 s2s_jax.training.losses.cross_entropy on its logits, backward, and an optax adam update, jitted once with
 the state donated. The step is compiled ahead of time (compile_s is
 trace + XLA compile; lower_s the trace and lowering alone) and then called as that executable, so
@@ -89,9 +89,9 @@ def make_train_step(m: model.Model, tx, traces: list):
         rng = jax.random.fold_in(rng, step)
 
         def loss_fn(p):
-            # As train.py: a schedule capped at 0 passes a Python 0, known when tracing.
-            prob = 0.0 if FLAGS.sampling_prob == 0.0 else probability
-            out = m.apply(p, batch, rng, prob, train=True)
+            # As train.py: a schedule capped at 0 is teacher forcing, stated when tracing.
+            out = m.apply(p, batch, rng, probability, train=True,
+                          teacher_forcing=FLAGS.sampling_prob == 0.0)
             return losses.cross_entropy(out.logits, batch["targets"], batch["targets_len"])
 
         loss, grads = jax.value_and_grad(loss_fn)(params)

@@ -291,20 +291,20 @@ def test_gradients_equal_those_of_the_python_loop_reference(kw, p):
 
 
 @pytest.mark.parametrize("kw", [dict(bridge="attention"), dict(bridge="copy", cell="gru")])
-def test_a_python_zero_probability_drops_the_sampling_machinery_and_changes_nothing(kw):
-    """p = 0 as a Python number is teacher forcing known when tracing: the loop then holds no
+def test_stated_teacher_forcing_drops_the_sampling_machinery_and_changes_nothing(kw):
+    """`teacher_forcing=True` is teacher forcing known when tracing: the loop then holds no
     `lax.cond` for in-loop logits (nor their [B, T, V] buffer), with the same results and
     gradients as a traced zero."""
     m, params = _model(**kw)
     batch = make_batch()
     rng = jax.random.PRNGKey(3)
 
-    def run(q, p):
-        out = m.apply(q, batch, rng, p, train=True)
+    def run(q, p, teacher_forcing=False):
+        out = m.apply(q, batch, rng, p, train=True, teacher_forcing=teacher_forcing)
         loss = losses.cross_entropy(out.logits, batch["targets"], batch["targets_len"])
         return loss, out
 
-    static = jax.jit(jax.value_and_grad(lambda q: run(q, 0.0), has_aux=True))
+    static = jax.jit(jax.value_and_grad(lambda q: run(q, 0.0, True), has_aux=True))
     traced = jax.jit(jax.value_and_grad(run, has_aux=True))
     (loss_s, out_s), grads_s = static(params)
     (loss_t, out_t), grads_t = traced(params, jnp.float32(0.0))

@@ -1,4 +1,4 @@
-"""Beam search: a generic batched search over any step function, and the decoder's token step.
+"""Beam search: a generic batched search over any step function (decoders.token_step).
 
 The search runs a fixed number of steps in one `lax.scan` (so it jits to one program for a given
 shape). Every example keeps `K` hypotheses; a finished hypothesis (it emitted EOS) can only be
@@ -15,10 +15,6 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-
-from s2s_jax.models import attention as attention_lib
-from s2s_jax.models import cells, encoders
-from s2s_jax.models.cells import dense
 
 PENALTIES = ("gnmt", "average", "none")
 _NEG = -1e9  # "impossible" score; finite, so sums of two never become NaN
@@ -90,31 +86,3 @@ def search(step_fn: Callable, state, batch: int, beam: int, steps: int, *, bos: 
     order = jnp.argsort(-normalised, axis=1)
     return (jnp.take_along_axis(history, order[..., None], axis=1),
             jnp.take_along_axis(normalised, order, axis=1))
-
-
-def decoder_step(params, opts, encoder_outputs, source_mask, fixed_inputs):
-    """The decoder as a `step_fn` for `search`: reads one token per row, returns log-probs.
-
-    Args:
-      params: decoder parameters; opts: decoders.DecoderOptions.
-      encoder_outputs, source_mask: `[B*K, S, Dk]`, `[B*K, S]` (None without attention).
-      fixed_inputs: `[B*K, D]` or None.
-    """
-    prepared = None
-    if opts.attention is not None:
-        prepared = opts.attention.prepare(params["attention"], encoder_outputs)  # once
-
-    def step(state, tokens):
-        parts = [encoders.embed(params["embed"], tokens)]  # [B*K, E]
-        if opts.attention is not None:
-            context, _ = attention_lib.attend(opts.attention, params["attention"], state[-1][-1],
-                                              encoder_outputs, prepared, source_mask)
-            parts.append(context)
-        if fixed_inputs is not None:
-            parts.append(fixed_inputs)
-        state, h = cells.stack_step(opts.cell, params["layers"], state,
-                                    jnp.concatenate(parts, axis=-1))
-        out = h if opts.attention is None else jnp.concatenate([h, context], axis=-1)
-        return state, jax.nn.log_softmax(dense(params["out"], out), axis=-1)
-
-    return step

@@ -23,6 +23,9 @@ class Cell(NamedTuple):
     project: Callable  # (params, x [..., I]) -> gate pre-activations [..., G*H]
     step: Callable  # (params, carry, x_proj [B, G*H]) -> (carry, h [B, H])
     state_names: tuple  # names of the carry's arrays
+    # Gates = x_proj + h @ params["recurrent"]["kernel"] (an LSTM): the recurrent kernel's
+    # gradient is then one matmul over all steps (encoders._lstm_scan, fast_unroll).
+    linear_recurrence: bool = False
 
 
 def dense_init(rng, in_dim, out_dim, use_bias):
@@ -84,7 +87,7 @@ def _project(params, x):
 
 
 CELLS = {
-    "lstm": Cell(_lstm_init, _project, _lstm_step, ("c", "h")),
+    "lstm": Cell(_lstm_init, _project, _lstm_step, ("c", "h"), linear_recurrence=True),
     "gru": Cell(_gru_init, _project, _gru_step, ("h",)),
 }
 

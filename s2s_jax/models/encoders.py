@@ -108,7 +108,7 @@ def _scan_direction(cell, params, x, mask):
     carry).
     """
     x_proj = cell.project(params, x)  # [S, B, G*H], hoisted out of the scan
-    if cell.step is cells.CELLS["lstm"].step:
+    if cell.linear_recurrence:
         final, outs = _lstm_scan(cell, params["recurrent"]["kernel"], x_proj, mask)
     else:
         final, outs = _masked_scan(cell, params, x_proj, mask)

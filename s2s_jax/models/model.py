@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from s2s_jax.models import attention as attention_lib
-from s2s_jax.models import beam, bridges, cells, decoders, encoders, sampling
+from s2s_jax.models import beam, bridges, cells, decoders, encoders, fast_unroll, sampling
 
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2  # the data contract: pad 0, bos 1, eos 2, unk 3
 
@@ -123,7 +123,7 @@ class ModelConfig:
 class Model(NamedTuple):
     config: ModelConfig
     init: Callable  # (rng) -> params
-    apply: Callable  # (params, batch, rng, probability, train) -> decoders.DecoderOutput
+    apply: Callable  # (params, batch, rng, probability, train, *, teacher_forcing) -> ...
     decode_greedy: Callable  # (params, inputs, inputs_len, steps) -> free-running argmax output
     decode_beam: Callable  # (params, inputs, inputs_len, steps, beam, ...) -> (tokens, scores)
 
@@ -226,8 +226,8 @@ def build(cfg: ModelConfig) -> Model:
                                      cfg.attention_normalize),
         }
 
-    def _run(params, inputs, inputs_len, gold_inputs, rng, probability, train, dec_opts,
-             free_running, target_lengths=None, aux_inputs=None):
+    def _run(params, inputs, inputs_len, gold_inputs, rng, probability, *, train: bool,
+             dec_opts: decoders.DecoderOptions, feed: str, target_lengths=None, aux_inputs=None):
         _check_aux(cfg, aux_inputs, gold_inputs.shape)
         params = _cast(params, cfg.compute_dtype)
         if aux_inputs is not None and cfg.compute_dtype != "float32":
@@ -239,23 +239,33 @@ def build(cfg: ModelConfig) -> Model:
         cond = bridge.apply(params["bridge"], encoded.state, dec_spec)
         if not train:
             dec_opts = dec_opts._replace(dropout_rate=0.0)
+        # Embedding-mode training runs the same function with its backward pass written out
+        # (fast_unroll); free running needs no gradient, and output mode's fed-back vector
+        # carries one, so both run the plain scan of the step.
+        fast = dec_opts.sampling_mode == "embedding" and feed != "free_running"
         return decoders.unroll(
             params["decoder"], dec_opts, sizes, cond.state, gold_inputs, k_dec, probability,
+            feed=feed, scan_fn=fast_unroll.scan if fast else decoders.scan,
             encoder_outputs=encoded.outputs, source_mask=encoded.mask,
-            fixed_inputs=cond.step_inputs, aux_inputs=aux_inputs,
-            target_lengths=target_lengths, free_running=free_running)
+            fixed_inputs=cond.step_inputs, aux_inputs=aux_inputs, target_lengths=target_lengths)
 
-    def apply(params, batch, rng, probability, train: bool = True):
-        """Scheduled-sampling forward pass over the targets (p = 0: teacher forcing).
+    def apply(params, batch, rng, probability, train: bool = True, *,
+              teacher_forcing: bool = False):
+        """Scheduled-sampling forward pass over the targets.
 
         batch: `inputs` [B, S], `inputs_len` [B], `targets` [B, T] (ending in EOS),
-        `targets_len` [B], optional `aux_inputs` [B, T, A]. Returns a DecoderOutput.
+        `targets_len` [B], optional `aux_inputs` [B, T, A]. `probability` may be traced (a
+        traced 0 is teacher forcing too); `teacher_forcing=True` ignores it and states teacher
+        forcing when tracing, so the program holds no draws and no logits inside the loop.
+        Returns a DecoderOutput.
         """
         targets = batch["targets"]  # [B, T]
         bos = jnp.full((targets.shape[0], 1), BOS_ID, targets.dtype)
         gold_inputs = jnp.concatenate([bos, targets[:, :-1]], axis=1)  # [B, T]
         return _run(params, batch["inputs"], batch["inputs_len"], gold_inputs, rng, probability,
-                    train, opts, False, batch["targets_len"], batch.get("aux_inputs"))
+                    train=train, dec_opts=opts,
+                    feed="teacher_forcing" if teacher_forcing else "scheduled",
+                    target_lengths=batch["targets_len"], aux_inputs=batch.get("aux_inputs"))
 
     # Free running feeds what training's feedback fed: in embedding mode the argmax token's
     # embedding (greedy), in output mode the next-inputs vector of the previous logits.
@@ -270,8 +280,9 @@ def build(cfg: ModelConfig) -> Model:
         required when `aux_dim > 0`.
         """
         gold_inputs = jnp.full((inputs.shape[0], steps), BOS_ID, jnp.int32)  # only BOS is read
-        return _run(params, inputs, inputs_len, gold_inputs, jax.random.PRNGKey(0), 1.0, False,
-                    greedy_opts, True, aux_inputs=aux_inputs)
+        return _run(params, inputs, inputs_len, gold_inputs, jax.random.PRNGKey(0), 1.0,
+                    train=False, dec_opts=greedy_opts, feed="free_running",
+                    aux_inputs=aux_inputs)
 
     def decode_beam(params, inputs, inputs_len, steps: int, beam_size: int,
                     penalty: str = "gnmt", alpha: float = 0.6, min_len: int = 0):
@@ -284,9 +295,10 @@ def build(cfg: ModelConfig) -> Model:
         encoded = encoders.encode(params["encoder"], enc_cell, inputs, inputs_len)
         cond = bridge.apply(params["bridge"], encoded.state, dec_spec)
         repeat = lambda x: None if x is None else jnp.repeat(x, beam_size, axis=0)  # noqa: E731
-        step = beam.decoder_step(params["decoder"], opts._replace(dropout_rate=0.0),
-                                 repeat(encoded.outputs), repeat(encoded.mask),
-                                 repeat(cond.step_inputs))
+        dec_params, beam_opts = params["decoder"], opts._replace(dropout_rate=0.0)
+        memory = decoders.prepare_memory(dec_params, beam_opts, sizes, repeat(encoded.outputs),
+                                         repeat(encoded.mask), repeat(cond.step_inputs))
+        step = decoders.token_step(dec_params, beam_opts, sizes, memory)
         state = jax.tree_util.tree_map(repeat, cond.state)  # [B*K, H] leaves
         return beam.search(step, state, inputs.shape[0], beam_size, steps, bos=BOS_ID,
                            eos=EOS_ID, pad=PAD_ID, penalty=penalty, alpha=alpha, min_len=min_len)

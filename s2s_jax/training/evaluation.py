@@ -24,7 +24,8 @@ def make_eval_step(model, beam_size: int = 1, penalty: str = "gnmt", alpha: floa
 
     def eval_step(params, batch):
         targets, lengths = batch["targets"], batch["targets_len"]
-        forced = model.apply(params, batch, jax.random.PRNGKey(0), 0.0, train=False)
+        forced = model.apply(params, batch, jax.random.PRNGKey(0), 0.0, train=False,
+                             teacher_forcing=True)
         mask = losses.target_mask(targets, lengths)  # [B, T]
         tokens = jnp.sum(mask)
         greedy = model.decode_greedy(params, batch["inputs"], batch["inputs_len"],

@@ -161,12 +161,13 @@ def make_train_step(net: model.Model, tx, schedule: str, sp: sampling.SchedulePa
     def train_step(state: TrainState, batch, rng):
         rng = jax.random.fold_in(rng, state.step)  # a resumed run replays the same keys
         # Traced: moving along the schedule never recompiles. A schedule capped at 0 is teacher
-        # forcing: a Python 0 tells the decoder when tracing, and it then skips the sampling.
-        probability = (0.0 if sp.probability == 0.0
-                       else sampling.probability_at(schedule, state.step, sp))
+        # forcing, stated when tracing: the decoder then skips the sampling altogether.
+        teacher_forcing = sp.probability == 0.0
+        probability = sampling.probability_at(schedule, state.step, sp)
 
         def loss_fn(params):
-            out = net.apply(params, batch, rng, probability, train=True)
+            out = net.apply(params, batch, rng, probability, train=True,
+                            teacher_forcing=teacher_forcing)
             loss = losses.cross_entropy(out.logits, batch["targets"], batch["targets_len"],
                                         label_smoothing)
             return loss, out
