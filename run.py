@@ -6,8 +6,10 @@
 
 Alias flags (--bridge, --steps, ...) overwrite fields of the --config file; `config.json` in the
 workdir records the result. Bad input ends with one line on stderr and exit status 2; a run
-stopped by SIGTERM or Ctrl-C (checkpointed, resumable) exits 143 or 130 (s2s_jax/training/stopping.py).
+stopped by SIGTERM or Ctrl-C (checkpointed, resumable) exits 143 or 130
+(s2s_jax/training/stopping.py).
 """
+
 import json
 import os
 
@@ -20,12 +22,22 @@ from s2s_jax.training import stopping
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 with cli.flag_errors():  # it applies the --config.FIELD overrides of sys.argv already
-    config_flags.DEFINE_config_file("config", os.path.join(_HERE, "experiments", "default.py"),
-                                    "experiment config file (optionally FILE:variant)")
-flags.DEFINE_string("workdir", os.path.join("runs", "default"),
-                    "run directory: config, metrics, vocabularies, checkpoints; resumes from it")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "predict"],
-                  "train (then test), eval (a checkpoint on test) or predict (--input to --output)")
+    config_flags.DEFINE_config_file(
+        "config",
+        os.path.join(_HERE, "experiments", "default.py"),
+        "experiment config file (optionally FILE:variant)",
+    )
+flags.DEFINE_string(
+    "workdir",
+    os.path.join("runs", "default"),
+    "run directory: config, metrics, vocabularies, checkpoints; resumes from it",
+)
+flags.DEFINE_enum(
+    "mode",
+    "train",
+    ["train", "eval", "predict"],
+    "train (then test), eval (a checkpoint on test) or predict (--input to --output)",
+)
 
 # Alias flags: None means "keep the config file's value". Each maps to one config field.
 # --bridge=attention means attention (--attention_type) over the initial state of the bridge
@@ -70,13 +82,19 @@ for _name, (_field, _define, _choices) in _ALIASES.items():
         _define(_name, None, _choices, _help)
 flags.DEFINE_string("input", "-", "predict: source lines, one a line ('-' = stdin)")
 flags.DEFINE_string("output", "-", "predict: hypotheses, one a line ('-' = stdout)")
-flags.DEFINE_integer("checkpoint_step", None,
-                     "eval / predict: the checkpoint to use (default: the best readable one)")
+flags.DEFINE_integer(
+    "checkpoint_step",
+    None,
+    "eval / predict: the checkpoint to use (default: the best readable one)",
+)
 flags.DEFINE_integer("nbest", 1, "predict: hypotheses per line (INDEX<TAB>HYP<TAB>SCORE if > 1)")
-flags.DEFINE_bool("compilation_cache", True,
-                  "keep compiled steps in <workdir>/xla_cache (or $JAX_COMPILATION_CACHE_DIR), "
-                  "so a run restarted with the same command loads them instead of compiling "
-                  "again (tens of seconds per step function on a GPU)")
+flags.DEFINE_bool(
+    "compilation_cache",
+    True,
+    "keep compiled steps in <workdir>/xla_cache (or $JAX_COMPILATION_CACHE_DIR), "
+    "so a run restarted with the same command loads them instead of compiling "
+    "again (tens of seconds per step function on a GPU)",
+)
 FLAGS = flags.FLAGS
 
 
@@ -101,6 +119,7 @@ def _trained_config(workdir: str):
     flags on top (decoding, evaluation data, devices), as long as they leave the model alone:
     its checkpoints hold that model's parameters."""
     from s2s_jax.training import inference
+
     saved = inference.load_config(workdir)
     config = saved.copy_and_resolve_references()
     for field, value in config_flags.get_override_values(FLAGS["config"]).items():
@@ -108,9 +127,11 @@ def _trained_config(workdir: str):
     _apply_aliases(config)
     for name, value in config.model.items():
         if value != saved.model[name]:
-            raise ValueError(f"model.{name}={value!r} would change the trained model (it has "
-                             f"{saved.model[name]!r}); --mode={FLAGS.mode} uses the run's own "
-                             f"model: drop that flag")
+            raise ValueError(
+                f"model.{name}={value!r} would change the trained model (it has "
+                f"{saved.model[name]!r}); --mode={FLAGS.mode} uses the run's own "
+                f"model: drop that flag"
+            )
     return config
 
 
@@ -118,33 +139,41 @@ def main(argv):
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
     from s2s_jax.training import run_log
+
     run_log.quiet_libraries()
     with cli.flag_errors():  # a --config file that failed to load raises when first read
         config = _apply_aliases(FLAGS.config.copy_and_resolve_references())
     from s2s_jax.training import parallel  # JAX starts here, after the flags are parsed
+
     p = config.parallel
     parallel.initialize(p.coordinator_address, p.num_processes, p.process_id)
     import jax
+
     if FLAGS.compilation_cache and not jax.config.jax_compilation_cache_dir:
         # JAX writes entries from process 0 only, so a workdir shared by hosts is safe.
-        jax.config.update("jax_compilation_cache_dir",
-                          os.path.abspath(os.path.join(FLAGS.workdir, "xla_cache")))
-    from s2s_jax.training import inference, train
+        jax.config.update(
+            "jax_compilation_cache_dir", os.path.abspath(os.path.join(FLAGS.workdir, "xla_cache"))
+        )
+    from s2s_jax.training import inference, settings, train
+
     if FLAGS.mode != "train":
         config = _trained_config(FLAGS.workdir)
-    train.check_train(config.train)  # before data or a model is built (--beam_size=0, ...)
+    settings.check_train(config.train)  # before data or a model is built (--beam_size=0, ...)
     if FLAGS.mode == "train":
         if FLAGS.checkpoint_step is not None:
-            raise ValueError("--checkpoint_step picks the checkpoint of --mode=eval or predict; "
-                             "training resumes from the newest one: drop the flag")
+            raise ValueError(
+                "--checkpoint_step picks the checkpoint of --mode=eval or predict; "
+                "training resumes from the newest one: drop the flag"
+            )
         result = train.train_and_evaluate(config, FLAGS.workdir)
     elif FLAGS.mode == "eval":
         result = inference.evaluate_workdir(config, FLAGS.workdir, FLAGS.checkpoint_step)
     else:
         if FLAGS.nbest < 1:
             raise ValueError(f"--nbest must be at least 1, got {FLAGS.nbest}")
-        result = inference.predict(config, FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.nbest,
-                                   FLAGS.checkpoint_step)
+        result = inference.predict(
+            config, FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.nbest, FLAGS.checkpoint_step
+        )
         if FLAGS.output == "-":
             return 0  # stdout holds the hypotheses only
     if jax.process_index() == 0:

@@ -10,6 +10,7 @@ times each, every run a fresh subprocess with the same flags, so that slow phase
 machine hit both alike. Prints one JSON line per setting: the median tokens/s of each, their ratio
 (this checkout / baseline), and the ratio of their median CPU time per step.
 """
+
 import json
 import os
 import statistics
@@ -33,8 +34,12 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _commit(root: str) -> str:
-    out = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        ["git", "-C", root, "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return out.stdout.strip() or "unknown"
 
 
@@ -48,8 +53,11 @@ def ab(bridge: str, probability: float) -> dict:
     rows = {side: [] for side in roots}
     for _ in range(FLAGS.rounds):
         for side, root in roots.items():
-            cmd = [sys.executable, os.path.join(root, "benchmarks", "train_throughput.py"),
-                   *common.subprocess_args(bridge, probability)]
+            cmd = [
+                sys.executable,
+                os.path.join(root, "benchmarks", "train_throughput.py"),
+                *common.subprocess_args(bridge, probability),
+            ]
             rows[side].append(common.run_subprocess(cmd, FLAGS.timeout))
     tps = {side: _median(r, "tokens_per_s") for side, r in rows.items()}
     cpu = {side: _median(r, "cpu_ms_per_step") for side, r in rows.items()}

@@ -7,6 +7,7 @@ projections, bridge, attention, output layer); a training step is counted as 3x 
 its own (e.g. projecting both the gold and the sampled token, or recomputing something) is not
 counted, so a faster implementation of the same model gets a higher `peak_fraction`.
 """
+
 import json
 import os
 import platform
@@ -15,14 +16,15 @@ import resource
 import statistics
 import subprocess
 import sys
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from absl import flags
 
-# The repository root, for s2s_jax.training.host_memory (ctypes only: importing it starts no framework).
+# The repository root, for s2s_jax.training.host_memory (ctypes only: importing it starts no
+# framework).
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from s2s_jax.training import host_memory  # noqa: E402  pylint: disable=g-import-not-at-top
-
 
 
 class BridgeCost(NamedTuple):
@@ -55,8 +57,23 @@ GATES = {"lstm": 4, "gru": 3}
 FLAGS = flags.FLAGS
 
 
-SIZE_FLAGS = ("batch", "src_len", "tgt_len", "vocab", "emb", "hidden", "decoder_hidden", "layers",
-              "cell", "attention_type", "sample_from", "steps", "warmup", "seed", "malloc_tuning")
+SIZE_FLAGS = (
+    "batch",
+    "src_len",
+    "tgt_len",
+    "vocab",
+    "emb",
+    "hidden",
+    "decoder_hidden",
+    "layers",
+    "cell",
+    "attention_type",
+    "sample_from",
+    "steps",
+    "warmup",
+    "seed",
+    "malloc_tuning",
+)
 
 
 def define_model_flags():
@@ -64,29 +81,45 @@ def define_model_flags():
     (training and decoding)."""
     flags.DEFINE_integer("batch", 64, "B, examples per step (or per decoding call)")
     flags.DEFINE_integer("src_len", 30, "S, source length (every token is real)")
-    flags.DEFINE_integer("tgt_len", 30, "T, target length (every token is real, the last is EOS); "
-                         "decoding steps")
+    flags.DEFINE_integer(
+        "tgt_len", 30, "T, target length (every token is real, the last is EOS); decoding steps"
+    )
     flags.DEFINE_integer("vocab", 8000, "V, source and target vocabulary size")
     flags.DEFINE_integer("emb", 256, "E, embedding size")
     flags.DEFINE_integer("hidden", 512, "H, encoder hidden size")
     flags.DEFINE_integer("layers", 1, "L, layers of the encoder and of the decoder")
     flags.DEFINE_enum("cell", "lstm", CELL_NAMES, "recurrent cell")
     flags.DEFINE_integer("seed", 0, "random seed of parameters and data")
-    flags.DEFINE_enum("malloc_tuning", "keep_one_arena", list(host_memory.MODES),
-                      "s2s_jax.training.host_memory mode of the process (tune_malloc); the benchmarks "
-                      "default to keep_one_arena, run.py to keep")
+    flags.DEFINE_enum(
+        "malloc_tuning",
+        "keep_one_arena",
+        list(host_memory.MODES),
+        "s2s_jax.training.host_memory mode of the process (tune_malloc); the benchmarks "
+        "default to keep_one_arena, run.py to keep",
+    )
 
 
 def define_size_flags():
     """Every flag of the training benchmarks except --bridge and --sampling_prob."""
     define_model_flags()
-    flags.DEFINE_integer("decoder_hidden", 0,
-                         "decoder hidden size; 0 = H, except bridge=concat: 2H (the raw encoder "
-                         "state plus a projection of the same size)")
-    flags.DEFINE_enum("attention_type", "bahdanau", ["bahdanau"],
-                      "attention of bridge=attention (the baseline implements Bahdanau only)")
-    flags.DEFINE_enum("sample_from", "categorical", ["argmax", "categorical"],
-                      "how a fed-back token is drawn from the previous step's logits")
+    flags.DEFINE_integer(
+        "decoder_hidden",
+        0,
+        "decoder hidden size; 0 = H, except bridge=concat: 2H (the raw encoder "
+        "state plus a projection of the same size)",
+    )
+    flags.DEFINE_enum(
+        "attention_type",
+        "bahdanau",
+        ["bahdanau"],
+        "attention of bridge=attention (the baseline implements Bahdanau only)",
+    )
+    flags.DEFINE_enum(
+        "sample_from",
+        "categorical",
+        ["argmax", "categorical"],
+        "how a fed-back token is drawn from the previous step's logits",
+    )
     flags.DEFINE_integer("steps", 20, "timed training steps")
     flags.DEFINE_integer("warmup", 3, "untimed steps after compilation")
 
@@ -109,8 +142,9 @@ def run_subprocess(cmd: list, timeout: float, env=None) -> dict:
     """Runs one benchmark in a fresh process: its last JSON line, or {"error": ...} naming the
     exit status and the end of its stderr (or the timeout)."""
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
-                              env=env)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, check=False, env=env
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout} s"}
     for line in reversed(proc.stdout.splitlines()):
@@ -146,8 +180,9 @@ def settings() -> dict:
     return out
 
 
-def forward_matmul_flops(batch, src_len, tgt_len, vocab, emb, hidden, dec_hidden, layers, cell,
-                         bridge) -> int:
+def forward_matmul_flops(
+    batch, src_len, tgt_len, vocab, emb, hidden, dec_hidden, layers, cell, bridge
+) -> int:
     """Multiply-add FLOPs (x2) of one forward pass of the model's matmuls.
 
     With bridge=zero (and no attention) nothing the encoder computes reaches the loss, so the
@@ -186,10 +221,18 @@ def train_gflop_per_step(**sizes) -> float:
 
 
 def sizes_from_flags() -> dict:
-    return dict(batch=FLAGS.batch, src_len=FLAGS.src_len, tgt_len=FLAGS.tgt_len, vocab=FLAGS.vocab,
-                emb=FLAGS.emb, hidden=FLAGS.hidden,
-                dec_hidden=decoder_hidden(FLAGS.bridge, FLAGS.hidden, FLAGS.decoder_hidden),
-                layers=FLAGS.layers, cell=FLAGS.cell, bridge=FLAGS.bridge)
+    return dict(
+        batch=FLAGS.batch,
+        src_len=FLAGS.src_len,
+        tgt_len=FLAGS.tgt_len,
+        vocab=FLAGS.vocab,
+        emb=FLAGS.emb,
+        hidden=FLAGS.hidden,
+        dec_hidden=decoder_hidden(FLAGS.bridge, FLAGS.hidden, FLAGS.decoder_hidden),
+        layers=FLAGS.layers,
+        cell=FLAGS.cell,
+        bridge=FLAGS.bridge,
+    )
 
 
 def process_usage():
@@ -215,12 +258,21 @@ def cpu_model() -> str:
         pass
     if "model name" not in fields:
         return platform.processor() or "unknown"
-    return f"{fields['model name']} (family {fields.get('cpu family', '?')}, " \
-           f"model {fields.get('model', '?')})"
+    return (
+        f"{fields['model name']} (family {fields.get('cpu family', '?')}, "
+        f"model {fields.get('model', '?')})"
+    )
 
 
-def report(framework: str, step_seconds, compile_s: float, param_count: int, peak_gflops: float,
-           usage_delta=None, **extra) -> dict:
+def report(
+    framework: str,
+    step_seconds,
+    compile_s: float,
+    param_count: int,
+    peak_gflops: float,
+    usage_delta=None,
+    **extra,
+) -> dict:
     """Builds and prints the one JSON line of a training benchmark.
 
     usage_delta: (CPU seconds, minor faults) over the timed steps, reported per step: CPU time

@@ -9,13 +9,13 @@ flags, so that slow phases of a shared machine hit both alike. Prints one JSON l
 the median tokens/s of each and their ratio (jax / torch), every run's tokens/s, and the median
 CPU time per step of each (a second view that other work on the machine disturbs less).
 """
+
 import json
 import os
 import statistics
 import sys
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # pylint: disable=g-import-not-at-top
@@ -25,8 +25,12 @@ flags.DEFINE_list("bridges", list(common.BRIDGE_NAMES), "bridges to compare")
 flags.DEFINE_list("sampling_probs", ["0.25", "0"], "sampling probabilities to compare")
 flags.DEFINE_integer("rounds", 3, "runs of each framework per setting (alternating)")
 flags.DEFINE_integer("timeout", 1800, "seconds before one run is abandoned")
-flags.DEFINE_enum("torch_device", "cpu", ["cpu", "cuda"],
-                  "torch_baseline.py --device (JAX runs on its default backend)")
+flags.DEFINE_enum(
+    "torch_device",
+    "cpu",
+    ["cpu", "cuda"],
+    "torch_baseline.py --device (JAX runs on its default backend)",
+)
 FLAGS = flags.FLAGS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -52,8 +56,10 @@ def compare(bridge: str, probability: float) -> dict:
     for _ in range(FLAGS.rounds):
         for framework in ("jax", "torch"):
             rows[framework].append(run_one(framework, bridge, probability))
-    jax_tps, torch_tps = _median(rows["jax"], "tokens_per_s"), _median(rows["torch"],
-                                                                        "tokens_per_s")
+    jax_tps, torch_tps = (
+        _median(rows["jax"], "tokens_per_s"),
+        _median(rows["torch"], "tokens_per_s"),
+    )
     jax_cpu = _median(rows["jax"], "cpu_ms_per_step")
     torch_cpu = _median(rows["torch"], "cpu_ms_per_step")
     out = {
@@ -70,8 +76,9 @@ def compare(bridge: str, probability: float) -> dict:
         "torch_cpu_ms_per_step": torch_cpu,
         "cpu_ratio": round(torch_cpu / jax_cpu, 3) if jax_cpu and torch_cpu else None,
         "jax_peak_fraction": _median(rows["jax"], "peak_fraction"),
-        "jax_compile_s": max((r["compile_s"] for r in rows["jax"] if "compile_s" in r),
-                             default=None),
+        "jax_compile_s": max(
+            (r["compile_s"] for r in rows["jax"] if "compile_s" in r), default=None
+        ),
         "torch_decoder": next((r["decoder"] for r in rows["torch"] if "decoder" in r), None),
         "cpu_model": common.cpu_model(),
     }

@@ -11,14 +11,15 @@ train_throughput's line (compile_s, lower_s, median_step_ms, the hlo_* counts of
 program), or "error" (an XLA that does not know a flag stops at startup and names it).
 
 The GPU flags are accepted and ignored by XLA:CPU, so the probe runs anywhere; only a GPU shows
-their effect. On the H200 one variant of the copy bridge should cost about a minute (38-42 s to compile).
+their effect. On the H200 one variant of the copy bridge should cost about a minute (38-42 s to
+compile).
 """
+
 import json
 import os
 import sys
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # pylint: disable=g-import-not-at-top
@@ -42,8 +43,11 @@ flags.DEFINE_enum("bridge", "copy", common.BRIDGE_NAMES, "the bridge of the prob
 flags.DEFINE_float("sampling_prob", 0.25, "scheduled-sampling probability of the probed step")
 flags.DEFINE_list("variants", list(VARIANTS), f"flag sets to compile under, from {list(VARIANTS)}")
 flags.DEFINE_integer("timeout", 900, "seconds before one variant's run is abandoned")
-flags.register_validator("variants", lambda names: set(names) <= set(VARIANTS),
-                         f"--variants: each must be one of {list(VARIANTS)}")
+flags.register_validator(
+    "variants",
+    lambda names: set(names) <= set(VARIANTS),
+    f"--variants: each must be one of {list(VARIANTS)}",
+)
 FLAGS = flags.FLAGS
 
 HERE = os.path.dirname(os.path.abspath(__file__))

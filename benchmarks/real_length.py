@@ -21,15 +21,15 @@ Every side first runs each of its shapes once (`compile_s`: all buckets compiled
 compiles nothing), then times --steps steps. One JSON line per run, then one summary line with
 the medians and the ratios to `fixed` and to `torch`; the CPU model is in every line.
 """
+
 import json
 import os
 import statistics
 import sys
 import time
 
-from absl import app
-from absl import flags
 import numpy as np
+from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -42,8 +42,12 @@ flags.DEFINE_string("side", "", "run one side in this process (what the comparis
 flags.DEFINE_integer("rounds", 2, "runs of every side (alternating)")
 flags.DEFINE_integer("steps", 20, "timed steps a run")
 flags.DEFINE_integer("batch_size", 128, "sentences a batch (fixed, buckets, torch)")
-flags.DEFINE_integer("token_budget", 0, "tokens side: padded target positions a batch; 0 = "
-                     "batch_size x (mean target length + 1) x 1.5, about as many sentences")
+flags.DEFINE_integer(
+    "token_budget",
+    0,
+    "tokens side: padded target positions a batch; 0 = "
+    "batch_size x (mean target length + 1) x 1.5, about as many sentences",
+)
 flags.DEFINE_integer("hidden", 256, "encoder units per direction (decoder: twice)")
 flags.DEFINE_integer("emb", 256, "embedding size")
 flags.DEFINE_float("sampling_prob", 0.25, "scheduled sampling probability (0: teacher forcing)")
@@ -57,14 +61,25 @@ FLAGS = flags.FLAGS
 
 def _config(side: str):
     from s2s_jax.config_files import load_config_file  # pylint: disable=g-import-outside-toplevel
+
     c = load_config_file(os.path.join(ROOT, "experiments", "default.py"), "translate")
-    c.data.update(data_dir=FLAGS.data_dir, max_len=FLAGS.max_len,
-                  buckets="" if side in ("fixed", "torch") else "auto")
+    c.data.update(
+        data_dir=FLAGS.data_dir,
+        max_len=FLAGS.max_len,
+        buckets="" if side in ("fixed", "torch") else "auto",
+    )
     if FLAGS.train_file:
-        c.data.update(dataset="parallel_text", train_file=FLAGS.train_file,
-                      test_file=FLAGS.train_file)
-    c.model.update(emb=FLAGS.emb, hidden=FLAGS.hidden, bidirectional=True, bridge="attention",
-                   attention_type="bahdanau", sample_from=FLAGS.sample_from)
+        c.data.update(
+            dataset="parallel_text", train_file=FLAGS.train_file, test_file=FLAGS.train_file
+        )
+    c.model.update(
+        emb=FLAGS.emb,
+        hidden=FLAGS.hidden,
+        bidirectional=True,
+        bridge="attention",
+        attention_type="bahdanau",
+        sample_from=FLAGS.sample_from,
+    )
     c.train.update(batch_size=FLAGS.batch_size, batch_type="sentences")
     return c
 
@@ -72,6 +87,7 @@ def _config(side: str):
 def _batches(ds, side: str, count: int):
     from s2s_jax import data  # pylint: disable=g-import-outside-toplevel
     from s2s_jax.training import prng
+
     batch_size, batch_type = FLAGS.batch_size, "sentences"
     if side == "tokens":
         mean = float(np.mean(ds.splits["train"].targets_len)) + 1
@@ -97,15 +113,18 @@ def _cut(batch):
 
 def run_jax(side: str) -> dict:
     from s2s_jax.training import host_memory  # pylint: disable=g-import-outside-toplevel
+
     host_memory.keep_freed_memory("keep_one_arena")  # before JAX starts its threads
     import jax  # pylint: disable=g-import-outside-toplevel
+
     from s2s_jax import data  # noqa  pylint: disable=g-import-outside-toplevel
     from s2s_jax.models import model, sampling
-    from s2s_jax.training import prng, train
+    from s2s_jax.training import prng, settings, train
+
     c = _config(side)
     ds = data.load_data(c.data, None)
-    net = model.build(train.model_config(c, len(ds.src_vocab), len(ds.tgt_vocab)))
-    tx = train.make_optimizer(c.train)
+    net = model.build(settings.model_config(c, len(ds.src_vocab), len(ds.tgt_vocab)))
+    tx = settings.make_optimizer(c.train)
     sp = sampling.ScheduleParams(probability=FLAGS.sampling_prob)
     traces = []
     inner = train.make_train_step(net, tx, "constant", sp)
@@ -126,7 +145,7 @@ def run_jax(side: str) -> dict:
     compiled = len(traces)
     real = padded = 0
     times = []
-    for batch in timed[:FLAGS.steps]:
+    for batch in timed[: FLAGS.steps]:
         t0 = time.perf_counter()
         state, metrics = step(state, batch, rng)
         jax.block_until_ready(metrics["loss"])
@@ -138,11 +157,14 @@ def run_jax(side: str) -> dict:
 
 def run_torch() -> dict:
     from s2s_jax.training import host_memory  # pylint: disable=g-import-outside-toplevel
+
     host_memory.keep_freed_memory("keep_one_arena")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as torch_baseline.py: no spinning
     import torch  # pylint: disable=g-import-outside-toplevel
-    from s2s_jax import data  # pylint: disable=g-import-outside-toplevel
     import torch_real_length  # pylint: disable=g-import-outside-toplevel
+
+    from s2s_jax import data  # pylint: disable=g-import-outside-toplevel
+
     torch.set_num_threads(2)
     torch.manual_seed(0)
     c = _config("torch")
@@ -151,14 +173,16 @@ def run_torch() -> dict:
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     batches = [_cut(b) for b in _batches(ds, "fixed", FLAGS.steps + 1)]
     tensor = lambda b: {k: torch.from_numpy(v.astype(np.int64)) for k, v in b.items()}  # noqa
-    torch_real_length.train_step(net, opt, tensor(batches[0]), FLAGS.sampling_prob,
-                                 FLAGS.sample_from)  # warm-up; nothing is compiled
+    torch_real_length.train_step(
+        net, opt, tensor(batches[0]), FLAGS.sampling_prob, FLAGS.sample_from
+    )  # warm-up; nothing is compiled
     real = padded = 0
     times = []
     for batch in batches[1:]:
         t0 = time.perf_counter()
-        torch_real_length.train_step(net, opt, tensor(batch), FLAGS.sampling_prob,
-                                     FLAGS.sample_from)
+        torch_real_length.train_step(
+            net, opt, tensor(batch), FLAGS.sampling_prob, FLAGS.sample_from
+        )
         times.append(time.perf_counter() - t0)
         real += int(batch["targets_len"].sum())
         padded += batch["targets"].size
@@ -167,29 +191,55 @@ def run_torch() -> dict:
 
 def _row(side, times, real, padded, compile_s, compiled, recompiled) -> dict:
     total = sum(times)
-    return {"side": side, "real_tokens_per_s": real / total, "padded_share": 1 - real / padded,
-            "median_step_ms": 1e3 * statistics.median(times), "steps": len(times),
-            "compile_s": compile_s, "shapes_compiled": compiled,
-            "compiles_after_warmup": recompiled, "sampling_prob": FLAGS.sampling_prob,
-            "sample_from": FLAGS.sample_from, "batch_size": FLAGS.batch_size,
-            "cpu": common.cpu_model()}
+    return {
+        "side": side,
+        "real_tokens_per_s": real / total,
+        "padded_share": 1 - real / padded,
+        "median_step_ms": 1e3 * statistics.median(times),
+        "steps": len(times),
+        "compile_s": compile_s,
+        "shapes_compiled": compiled,
+        "compiles_after_warmup": recompiled,
+        "sampling_prob": FLAGS.sampling_prob,
+        "sample_from": FLAGS.sample_from,
+        "batch_size": FLAGS.batch_size,
+        "cpu": common.cpu_model(),
+    }
 
 
 def compare() -> None:
     rows = {side: [] for side in FLAGS.sides}
-    passed = [f"--{name}={getattr(FLAGS, name)}" for name in (
-        "steps", "batch_size", "token_budget", "hidden", "emb", "sampling_prob", "sample_from",
-        "train_file", "max_len", "data_dir")]
+    passed = [
+        f"--{name}={getattr(FLAGS, name)}"
+        for name in (
+            "steps",
+            "batch_size",
+            "token_budget",
+            "hidden",
+            "emb",
+            "sampling_prob",
+            "sample_from",
+            "train_file",
+            "max_len",
+            "data_dir",
+        )
+    ]
     for _ in range(FLAGS.rounds):
         for side in FLAGS.sides:
-            row = common.run_subprocess([sys.executable, os.path.abspath(__file__),
-                                         f"--side={side}", *passed], FLAGS.timeout)
+            row = common.run_subprocess(
+                [sys.executable, os.path.abspath(__file__), f"--side={side}", *passed],
+                FLAGS.timeout,
+            )
             print(json.dumps(row), flush=True)
             if "real_tokens_per_s" in row:
                 rows[side].append(row["real_tokens_per_s"])
     medians = {side: statistics.median(v) for side, v in rows.items() if v}
-    summary = {"real_tokens_per_s": medians, "cpu": common.cpu_model(),
-               "sampling_prob": FLAGS.sampling_prob, "sample_from": FLAGS.sample_from}
+    summary = {
+        "real_tokens_per_s": medians,
+        "cpu": common.cpu_model(),
+        "sampling_prob": FLAGS.sampling_prob,
+        "sample_from": FLAGS.sample_from,
+    }
     for base in ("fixed", "torch"):
         if base in medians:
             summary[f"over_{base}"] = {s: v / medians[base] for s, v in medians.items()}

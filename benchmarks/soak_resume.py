@@ -16,6 +16,7 @@ field but the timing one, tokens_per_s), and whether the final parameters are bi
 
 Not run by the tests (minutes of CPU time); the numbers of a run are in benchmarks/README.md.
 """
+
 import json
 import os
 import random
@@ -47,9 +48,15 @@ FLAGS = flags.FLAGS
 
 
 def _command(workdir: str) -> list:
-    return [sys.executable, os.path.join(ROOT, "run.py"), "--config=experiments/default.py:tiny",
-            f"--workdir={workdir}", f"--steps={FLAGS.steps}",
-            f"--checkpoint_every={FLAGS.checkpoint_every}", f"--eval_every={FLAGS.eval_every}"]
+    return [
+        sys.executable,
+        os.path.join(ROOT, "run.py"),
+        "--config=experiments/default.py:tiny",
+        f"--workdir={workdir}",
+        f"--steps={FLAGS.steps}",
+        f"--checkpoint_every={FLAGS.checkpoint_every}",
+        f"--eval_every={FLAGS.eval_every}",
+    ]
 
 
 def _env() -> dict:
@@ -57,11 +64,14 @@ def _env() -> dict:
 
 
 def _run_to_end(workdir: str) -> int:
-    proc = subprocess.run(_command(workdir), cwd=ROOT, env=_env(), capture_output=True,
-                          text=True, check=False)
+    proc = subprocess.run(
+        _command(workdir), cwd=ROOT, env=_env(), capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
-        sys.exit(f"error: the run in {workdir} failed with {proc.returncode}: "
-                 f"{proc.stderr.strip()[-500:]}")
+        sys.exit(
+            f"error: the run in {workdir} failed with {proc.returncode}: "
+            f"{proc.stderr.strip()[-500:]}"
+        )
     return proc.returncode
 
 
@@ -97,15 +107,19 @@ def _params(workdir: str, step: int) -> dict:
     import jax  # pylint: disable=import-outside-toplevel
     import numpy as np  # pylint: disable=import-outside-toplevel
     import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+
     path = os.path.join(workdir, "checkpoints", str(step), "state")
     ckptr = ocp.StandardCheckpointer()
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     abstract = jax.tree_util.tree_map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-        ckptr.metadata(path).item_metadata)
+        ckptr.metadata(path).item_metadata,
+    )
     params = ckptr.restore(path, abstract)["params"]
-    return {jax.tree_util.keystr(k): np.asarray(v)
-            for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+    return {
+        jax.tree_util.keystr(k): np.asarray(v)
+        for k, v in jax.tree_util.tree_flatten_with_path(params)[0]
+    }
 
 
 def _compare(whole: list, soaked: list) -> dict:
@@ -146,8 +160,14 @@ def main(argv):
         started = time.time()
         # stderr to a file: a pipe nobody reads while the run logs could fill and block it
         with tempfile.TemporaryFile("w+") as log:
-            proc = subprocess.Popen(_command(soaked), cwd=ROOT, env=_env(),
-                                    stdout=subprocess.DEVNULL, stderr=log, text=True)
+            proc = subprocess.Popen(
+                _command(soaked),
+                cwd=ROOT,
+                env=_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                text=True,
+            )
             if at_startup:
                 deadline = started + rng.uniform(FLAGS.min_wait_s, FLAGS.startup_s)
             else:
@@ -162,37 +182,57 @@ def main(argv):
             wait = time.time() - started
             log.seek(0)
             err = log.read()
-        resumed = [line.split("resumed from checkpoint ")[1].split()[0]
-                   for line in err.splitlines() if "resumed from checkpoint " in line]
+        resumed = [
+            line.split("resumed from checkpoint ")[1].split()[0]
+            for line in err.splitlines()
+            if "resumed from checkpoint " in line
+        ]
         # The line train.py logs once the state is restored: the kill came while training.
-        training = any(" parameters, " in line and " device(s), " in line
-                       for line in err.splitlines())
-        kills.append({"signal": signal.Signals(signum).name, "after_s": round(wait, 1),
-                      "aimed_at": "start-up" if at_startup else "training",
-                      "exit": proc.returncode, "while_training": training,
-                      "resumed_from": int(resumed[0]) if resumed else None,
-                      "last_step": _last_step(soaked),
-                      "error": next((line for line in err.splitlines()
-                                     if line.startswith("error:")), None)})
+        training = any(
+            " parameters, " in line and " device(s), " in line for line in err.splitlines()
+        )
+        kills.append(
+            {
+                "signal": signal.Signals(signum).name,
+                "after_s": round(wait, 1),
+                "aimed_at": "start-up" if at_startup else "training",
+                "exit": proc.returncode,
+                "while_training": training,
+                "resumed_from": int(resumed[0]) if resumed else None,
+                "last_step": _last_step(soaked),
+                "error": next(
+                    (line for line in err.splitlines() if line.startswith("error:")), None
+                ),
+            }
+        )
     soak_start = time.time()
     if not _finished(soaked):  # a finished run started again would evaluate on test again
         _run_to_end(soaked)
-    row = {"benchmark": "soak_resume", "kills": len(kills),
-           "signals": {s: sum(k["signal"] == s for k in kills) for s in ("SIGKILL", "SIGTERM")},
-           "exit_statuses": sorted({k["exit"] for k in kills}),
-           "kills_while_training": sum(k["while_training"] for k in kills),
-           "errors": [k["error"] for k in kills if k["error"]],
-           "resumed_from": [k["resumed_from"] for k in kills],
-           "stopped_at_steps": [k["last_step"] for k in kills],
-           **_compare(_rows(whole), _rows(soaked)),
-           "params_identical": all(
-               (a == b).all() for a, b in zip(_params(whole, FLAGS.steps).values(),
-                                              _params(soaked, FLAGS.steps).values())),
-           "final_test": next(r for r in _rows(soaked) if r.get("split") == "test"),
-           "reference_run_s": round(reference_s, 1),
-           "soak_s": round(soak_start - began - reference_s + time.time() - soak_start, 1),
-           "steps": FLAGS.steps, "checkpoint_every": FLAGS.checkpoint_every,
-           "seed": FLAGS.seed, "workdir": base, "cpu_model": common.cpu_model()}
+    row = {
+        "benchmark": "soak_resume",
+        "kills": len(kills),
+        "signals": {s: sum(k["signal"] == s for k in kills) for s in ("SIGKILL", "SIGTERM")},
+        "exit_statuses": sorted({k["exit"] for k in kills}),
+        "kills_while_training": sum(k["while_training"] for k in kills),
+        "errors": [k["error"] for k in kills if k["error"]],
+        "resumed_from": [k["resumed_from"] for k in kills],
+        "stopped_at_steps": [k["last_step"] for k in kills],
+        **_compare(_rows(whole), _rows(soaked)),
+        "params_identical": all(
+            (a == b).all()
+            for a, b in zip(
+                _params(whole, FLAGS.steps).values(), _params(soaked, FLAGS.steps).values()
+            )
+        ),
+        "final_test": next(r for r in _rows(soaked) if r.get("split") == "test"),
+        "reference_run_s": round(reference_s, 1),
+        "soak_s": round(soak_start - began - reference_s + time.time() - soak_start, 1),
+        "steps": FLAGS.steps,
+        "checkpoint_every": FLAGS.checkpoint_every,
+        "seed": FLAGS.seed,
+        "workdir": base,
+        "cpu_model": common.cpu_model(),
+    }
     print(json.dumps(row), flush=True)
 
 

@@ -3,7 +3,8 @@
   pip install -r benchmarks/requirements.txt   # torch==2.13.0, CPU build
   python benchmarks/torch_baseline.py [--bridge=dense] [--sampling_prob=0.25] [--steps=20]
 
-Eager PyTorch on --device (cpu, or cuda), torch.set_num_threads(--threads), OpenMP threads that sleep rather than spin while
+Eager PyTorch on --device (cpu, or cuda), torch.set_num_threads(--threads), OpenMP threads that
+sleep rather than spin while
 they wait (OMP_WAIT_POLICY=PASSIVE unless the environment sets it: on a machine shared with other
 work, spinning made steps 2x slower, and tiny models 100x slower):
 - encoder: nn.Embedding + nn.LSTM/nn.GRU (fused, all layers) over the whole source;
@@ -20,29 +21,34 @@ work, spinning made steps 2x slower, and tiny models 100x slower):
 
 Prints one JSON line with the keys of train_throughput.py (compile_s is 0: nothing is compiled).
 """
+
 import os
 import sys
 import time
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
-from absl import app
-from absl import flags
 import numpy as np
+from absl import app, flags
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once, when torch loads OpenMP
 import torch  # pylint: disable=g-import-not-at-top
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # pylint: disable=g-import-not-at-top
 
 common.define_flags()
 flags.DEFINE_integer("threads", 2, "torch.set_num_threads")
-flags.DEFINE_enum("device", "cpu", ["cpu", "cuda"],
-                  "where the model runs; on cuda, float32 matmuls may use TF32 "
-                  "(torch.set_float32_matmul_precision('high')), as JAX's default precision does "
-                  "on GPUs")
+flags.DEFINE_enum(
+    "device",
+    "cpu",
+    ["cpu", "cuda"],
+    "where the model runs; on cuda, float32 matmuls may use TF32 "
+    "(torch.set_float32_matmul_precision('high')), as JAX's default precision does "
+    "on GPUs",
+)
 flags.DEFINE_float("learning_rate", 1e-3, "adam learning rate")
 FLAGS = flags.FLAGS
 
@@ -84,14 +90,19 @@ def _dense_apply(model, flat):
 
 def _concat_init(model, enc_total, dec_total):
     del enc_total, dec_total  # one projection per layer and state tensor
-    model.proj = nn.ModuleList([nn.Linear(model.hidden, model.dec_hidden - model.hidden)
-                                for _ in range(model.layers * model.tensors)])
+    model.proj = nn.ModuleList(
+        [
+            nn.Linear(model.hidden, model.dec_hidden - model.hidden)
+            for _ in range(model.layers * model.tensors)
+        ]
+    )
 
 
 def _concat_apply(model, flat):
     parts = torch.split(flat, model.hidden, dim=-1)  # _flat_state's tensors, in order
-    return torch.cat([torch.cat([x, torch.tanh(p(x))], -1)
-                      for x, p in zip(parts, model.proj)], -1), None
+    return torch.cat(
+        [torch.cat([x, torch.tanh(p(x))], -1) for x, p in zip(parts, model.proj)], -1
+    ), None
 
 
 def _concat_inputs_apply(model, flat):
@@ -136,14 +147,15 @@ class Seq2Seq(nn.Module):
         if self.attends:
             self.attn_query = nn.Linear(dec_hidden, dec_hidden, bias=False)
             self.attn_key = nn.Linear(hidden, dec_hidden)
-            self.attn_v = nn.Parameter(torch.randn(dec_hidden) / dec_hidden ** 0.5)
+            self.attn_v = nn.Parameter(torch.randn(dec_hidden) / dec_hidden**0.5)
         in_dim = emb + context + fixed
         self.fused = fused_decoder
         if fused_decoder:
             self.decoder = rnn(in_dim, dec_hidden, num_layers=layers, batch_first=True)
         else:
             self.cells = nn.ModuleList(
-                [rnn_cell(in_dim if l == 0 else dec_hidden, dec_hidden) for l in range(layers)])
+                [rnn_cell(in_dim if l == 0 else dec_hidden, dec_hidden) for l in range(layers)]
+            )
         self.out = nn.Linear(dec_hidden + context, vocab)
 
     def _flat_state(self, final):
@@ -156,8 +168,10 @@ class Seq2Seq(nn.Module):
         """[B, L * tensors * Hd] -> per layer (h, c) for LSTM cells, or h for GRU cells."""
         parts = torch.split(flat, self.dec_hidden, dim=-1)
         if self.cell == "lstm":
-            return [(parts[2 * l + 1].contiguous(), parts[2 * l].contiguous())
-                    for l in range(self.layers)]
+            return [
+                (parts[2 * l + 1].contiguous(), parts[2 * l].contiguous())
+                for l in range(self.layers)
+            ]
         return [parts[l].contiguous() for l in range(self.layers)]
 
     def forward(self, src, tgt, p, sample_from):
@@ -229,7 +243,7 @@ def matmul_peak_gflops(device: str, repeats: int = 10) -> float:
         a @ b
         _sync(device)
         best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n**3 / best / 1e9
 
 
 def main(argv):
@@ -246,13 +260,28 @@ def main(argv):
     p = FLAGS.sampling_prob
     fused = p == 0 and FLAGS.bridge != common.ATTENTION_BRIDGE
     dec_hidden = common.decoder_hidden(FLAGS.bridge, FLAGS.hidden, FLAGS.decoder_hidden)
-    model = Seq2Seq(FLAGS.vocab, FLAGS.emb, FLAGS.hidden, dec_hidden, FLAGS.layers, FLAGS.cell,
-                    FLAGS.bridge, fused).to(device)
+    model = Seq2Seq(
+        FLAGS.vocab,
+        FLAGS.emb,
+        FLAGS.hidden,
+        dec_hidden,
+        FLAGS.layers,
+        FLAGS.cell,
+        FLAGS.bridge,
+        fused,
+    ).to(device)
     param_count = sum(x.numel() for x in model.parameters())
     opt = torch.optim.Adam(model.parameters(), lr=FLAGS.learning_rate)
     rs = np.random.RandomState(FLAGS.seed)
-    batches = [tuple(torch.from_numpy(a).long().to(device) for a in common.random_token_arrays(
-        rs, FLAGS.batch, FLAGS.src_len, FLAGS.tgt_len, FLAGS.vocab)) for _ in range(4)]
+    batches = [
+        tuple(
+            torch.from_numpy(a).long().to(device)
+            for a in common.random_token_arrays(
+                rs, FLAGS.batch, FLAGS.src_len, FLAGS.tgt_len, FLAGS.vocab
+            )
+        )
+        for _ in range(4)
+    ]
 
     times = []
     for i in range(FLAGS.warmup + FLAGS.steps):
@@ -272,13 +301,22 @@ def main(argv):
     if not np.isfinite(loss_value):
         raise RuntimeError(f"the loss is not finite: {loss_value}")
     peak = max(peak_before, matmul_peak_gflops(device))
-    common.report("torch", times, 0.0, param_count, peak, usage,
-                  final_loss=round(loss_value, 4), dtype="float32", device=device,
-                  matmul_precision=torch.get_float32_matmul_precision(),
-                  threads=torch.get_num_threads(), torch_version=torch.__version__,
-                  omp_wait_policy=os.environ["OMP_WAIT_POLICY"],
-                  decoder="nn." + ("LSTM" if FLAGS.cell == "lstm" else "GRU") if fused
-                  else "cell loop")
+    common.report(
+        "torch",
+        times,
+        0.0,
+        param_count,
+        peak,
+        usage,
+        final_loss=round(loss_value, 4),
+        dtype="float32",
+        device=device,
+        matmul_precision=torch.get_float32_matmul_precision(),
+        threads=torch.get_num_threads(),
+        torch_version=torch.__version__,
+        omp_wait_policy=os.environ["OMP_WAIT_POLICY"],
+        decoder="nn." + ("LSTM" if FLAGS.cell == "lstm" else "GRU") if fused else "cell loop",
+    )
 
 
 if __name__ == "__main__":

@@ -9,9 +9,10 @@ previous step's detached logits, or a categorical draw by Gumbel-max, the fastes
 PyTorch: one pass over the logits, no softmax and no torch.multinomial), and cross-entropy over
 the real target positions only (ignore_index=pad). Used by real_length.py.
 """
+
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 PAD_ID, BOS_ID = 0, 1
@@ -27,17 +28,19 @@ class Seq2Seq(nn.Module):
         self.bridge = nn.Linear(4 * hidden, 2 * dec)  # [c_f, c_b, h_f, h_b] -> (h, c)
         self.query = nn.Linear(dec, dec, bias=False)
         self.key = nn.Linear(dec, dec)
-        self.v = nn.Parameter(torch.randn(dec) / dec ** 0.5)
+        self.v = nn.Parameter(torch.randn(dec) / dec**0.5)
         self.cell = nn.LSTMCell(emb + dec, dec)
         self.out = nn.Linear(2 * dec, tgt_vocab)
 
     def forward(self, inputs, inputs_len, targets, p: float, sample_from: str):
         batch, steps = targets.shape
-        packed = pack_padded_sequence(self.src_embed(inputs), inputs_len.clamp(min=1),
-                                      batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(
+            self.src_embed(inputs), inputs_len.clamp(min=1), batch_first=True, enforce_sorted=False
+        )
         packed_out, (h_n, c_n) = self.encoder(packed)
-        memory, _ = pad_packed_sequence(packed_out, batch_first=True,
-                                        total_length=inputs.shape[1])  # [B, S, 2H]
+        memory, _ = pad_packed_sequence(
+            packed_out, batch_first=True, total_length=inputs.shape[1]
+        )  # [B, S, 2H]
         mask = torch.arange(inputs.shape[1])[None] < inputs_len[:, None]  # [B, S]
         flat = torch.cat([c_n[0], c_n[1], h_n[0], h_n[1]], -1)
         h, c = torch.tanh(self.bridge(flat)).chunk(2, -1)
@@ -66,8 +69,9 @@ class Seq2Seq(nn.Module):
 def train_step(net, opt, batch, p: float, sample_from: str) -> float:
     """One Adam step on a batch dict of int64 tensors (inputs, inputs_len, targets)."""
     logits = net(batch["inputs"], batch["inputs_len"], batch["targets"], p, sample_from)
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["targets"].reshape(-1),
-                           ignore_index=PAD_ID)
+    loss = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), batch["targets"].reshape(-1), ignore_index=PAD_ID
+    )
     opt.zero_grad()
     loss.backward()
     opt.step()

@@ -4,7 +4,8 @@
 
 One step is forward (model.apply with scheduled sampling at --sampling_prob, passed as a traced
 value as a schedule would; 0 as teacher_forcing=True, as train.py runs a schedule capped at 0),
-s2s_jax.training.losses.cross_entropy on its logits, backward, and an optax adam update, jitted once with
+s2s_jax.training.losses.cross_entropy on its logits, backward, and an optax adam update, jitted
+once with
 the state donated. The step is compiled ahead of time (compile_s is
 trace + XLA compile; lower_s the trace and lowering alone) and then called as that executable, so
 any recompilation would be an error.
@@ -17,17 +18,16 @@ common.py), matmul_peak_gflops (a timed float32 2048x2048 matmul on this machine
 peak_fraction (gflop_per_step / median step time / peak), what the compiled step's optimised
 HLO holds (common.hlo_summary: loops, fusions, matmuls) and the settings.
 """
+
 import os
 import sys
 import time
 
-from absl import app
-from absl import flags
 import numpy as np
+from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # pylint: disable=g-import-not-at-top
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import optax  # pylint: disable=g-import-not-at-top
@@ -35,10 +35,16 @@ import optax  # pylint: disable=g-import-not-at-top
 from s2s_jax.models import bridges, cells, model  # pylint: disable=g-import-not-at-top
 from s2s_jax.training import losses, prng
 
+import common  # pylint: disable=g-import-not-at-top
+
 common.define_flags()
-flags.DEFINE_enum("dtype", "float32", list(model.COMPUTE_DTYPES),
-                  "ModelConfig.compute_dtype (parameters and optimizer stay float32); the matmul "
-                  "peak is measured in the same dtype")
+flags.DEFINE_enum(
+    "dtype",
+    "float32",
+    list(model.COMPUTE_DTYPES),
+    "ModelConfig.compute_dtype (parameters and optimizer stay float32); the matmul "
+    "peak is measured in the same dtype",
+)
 flags.DEFINE_float("learning_rate", 1e-3, "adam learning rate")
 FLAGS = flags.FLAGS
 
@@ -56,29 +62,40 @@ def matmul_peak_gflops(dtype: str = "float32", n: int = 0, repeats: int = 10) ->
         start = time.perf_counter()
         mm(a, b).block_until_ready()
         best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n**3 / best / 1e9
 
 
 def model_config() -> model.ModelConfig:
     return model.ModelConfig.from_experiment(
-        src_vocab=FLAGS.vocab, tgt_vocab=FLAGS.vocab, emb=FLAGS.emb, hidden=FLAGS.hidden,
-        cell=FLAGS.cell, layers=FLAGS.layers, bridge=FLAGS.bridge,
+        src_vocab=FLAGS.vocab,
+        tgt_vocab=FLAGS.vocab,
+        emb=FLAGS.emb,
+        hidden=FLAGS.hidden,
+        cell=FLAGS.cell,
+        layers=FLAGS.layers,
+        bridge=FLAGS.bridge,
         decoder_hidden=common.decoder_hidden(FLAGS.bridge, FLAGS.hidden, FLAGS.decoder_hidden),
-        attention_type=FLAGS.attention_type, sample_from=FLAGS.sample_from,
-        compute_dtype=FLAGS.dtype)
+        attention_type=FLAGS.attention_type,
+        sample_from=FLAGS.sample_from,
+        compute_dtype=FLAGS.dtype,
+    )
 
 
 def make_batches(count: int) -> list:
     rs = np.random.RandomState(FLAGS.seed)
     out = []
     for _ in range(count):
-        inputs, targets = common.random_token_arrays(rs, FLAGS.batch, FLAGS.src_len,
-                                                     FLAGS.tgt_len, FLAGS.vocab)
-        out.append({
-            "inputs": jnp.asarray(inputs), "targets": jnp.asarray(targets),
-            "inputs_len": jnp.full((FLAGS.batch,), FLAGS.src_len, jnp.int32),
-            "targets_len": jnp.full((FLAGS.batch,), FLAGS.tgt_len, jnp.int32),
-        })
+        inputs, targets = common.random_token_arrays(
+            rs, FLAGS.batch, FLAGS.src_len, FLAGS.tgt_len, FLAGS.vocab
+        )
+        out.append(
+            {
+                "inputs": jnp.asarray(inputs),
+                "targets": jnp.asarray(targets),
+                "inputs_len": jnp.full((FLAGS.batch,), FLAGS.src_len, jnp.int32),
+                "targets_len": jnp.full((FLAGS.batch,), FLAGS.tgt_len, jnp.int32),
+            }
+        )
     return out
 
 
@@ -90,8 +107,9 @@ def make_train_step(m: model.Model, tx, traces: list):
 
         def loss_fn(p):
             # As train.py: a schedule capped at 0 is teacher forcing, stated when tracing.
-            out = m.apply(p, batch, rng, probability, train=True,
-                          teacher_forcing=FLAGS.sampling_prob == 0.0)
+            out = m.apply(
+                p, batch, rng, probability, train=True, teacher_forcing=FLAGS.sampling_prob == 0.0
+            )
             return losses.cross_entropy(out.logits, batch["targets"], batch["targets_len"])
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
@@ -141,12 +159,22 @@ def main(argv):
     # The better of two windows: one measured during a busy moment of a shared machine would
     # make the step look closer to the peak than it is.
     peak = max(peak_before, matmul_peak_gflops(FLAGS.dtype))
-    common.report("jax", times, compile_s, param_count, peak, usage,
-                  traces=len(traces), lower_s=round(lower_s, 3),
-                  **common.hlo_summary(compiled.as_text()),
-                  final_loss=round(loss, 4), dtype=FLAGS.dtype, threads=os.cpu_count(),
-                  device=jax.devices()[0].device_kind,
-                  jax_version=jax.__version__)
+    common.report(
+        "jax",
+        times,
+        compile_s,
+        param_count,
+        peak,
+        usage,
+        traces=len(traces),
+        lower_s=round(lower_s, 3),
+        **common.hlo_summary(compiled.as_text()),
+        final_loss=round(loss, 4),
+        dtype=FLAGS.dtype,
+        threads=os.cpu_count(),
+        device=jax.devices()[0].device_kind,
+        jax_version=jax.__version__,
+    )
 
 
 if __name__ == "__main__":

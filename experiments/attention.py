@@ -14,7 +14,8 @@ Commands (from the repository root):
       --workdir=runs/attention_1800 --axis=model.attention_type=scaled_dot,dot \
       --set=train.steps=1800
   # seconds-long smoke sweep
-  python -m s2s_jax.studies.sweep --config=experiments/attention.py:tiny --seeds=1 --workdir=/tmp/att
+  python -m s2s_jax.studies.sweep --config=experiments/attention.py:tiny --seeds=1 \
+      --workdir=/tmp/att
 
 Setting: the `attention` bridge (initial decoder state from a `dense` bridge) on the embedded
 `reverse` task with sources of 3-24 symbols, so alignment matters over long distances; the
@@ -34,6 +35,7 @@ reached 1.000; not yet repeated with today's keys. That fits a slow start: divid
 by sqrt(128) ~ 11 makes the first softmaxes nearly flat over up to 24 source positions
 (attention entropy was not measured).
 """
+
 import os
 
 import ml_collections

@@ -11,7 +11,8 @@ Commands (from the repository root):
       --workdir=runs/bridges
   # the same, each bridge's 3 seeds in one vmapped program (as fast per step as separate runs
   # at this model size on 2 cores, see benchmarks/multiseed.py; it pays off for tiny models)
-  python -m s2s_jax.studies.sweep --config=experiments/bridges.py --seeds=3 --vmap --workdir=runs/bridges
+  python -m s2s_jax.studies.sweep --config=experiments/bridges.py --seeds=3 --vmap \
+      --workdir=runs/bridges
   # the same grid fed back the argmax instead of a sample, and with teacher forcing
   python -m s2s_jax.studies.sweep --config=experiments/bridges.py --parallel=2 \
       --set=model.sample_from=argmax --workdir=runs/bridges_argmax
@@ -23,7 +24,8 @@ Commands (from the repository root):
   # one point of the grid by hand
   python run.py --config=experiments/bridges.py --bridge=dense --workdir=runs/bridges_dense
   # seconds-long smoke sweep
-  python -m s2s_jax.studies.sweep --config=experiments/bridges.py:tiny --seeds=1 --workdir=/tmp/bridges
+  python -m s2s_jax.studies.sweep --config=experiments/bridges.py:tiny --seeds=1 \
+      --workdir=/tmp/bridges
 
 Setting: the embedded `reverse` task (lengths 3-12, 20 symbols) with a smaller model than the
 default experiment (bidirectional LSTM, 64 units per direction, decoder 128 units; `concat` gets a
@@ -49,6 +51,7 @@ the earlier seed keys and `concat` (commit 1ca7431) the same held, and trained t
 with teacher forcing (4000 steps) concat's lead over copy was one of speed only (both 0.963);
 that run is not repeated yet.
 """
+
 import os
 
 import ml_collections

@@ -26,6 +26,7 @@ the cells and lowers the exposure gap from 0.16-0.17 to 0.14-0.15. The earlier s
 the same picture (commit 1ca7431). The one-layer LSTM point is the same configuration as the
 schedules study's inverse-sigmoid cap-0.25 point and gives the same numbers.
 """
+
 import os
 
 import ml_collections

@@ -9,6 +9,7 @@ Expected: test exact match >= 0.99 in under 5 minutes on a 2-core CPU. `tiny` is
 smoke run for tests and CI; `translate` the translation-like task, whose sentence lengths,
 vocabulary and alignments are shaped like a sentence-level translation corpus.
 """
+
 import ml_collections
 
 from s2s_jax import data
@@ -86,17 +87,31 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.data.synthetic.update(num_train=512, num_valid=64, num_test=64, max_length=6)
         c.data.max_len = 8
         m.update(emb=16, hidden=16)
-        t.update(batch_size=16, steps=40, log_every=10, eval_every=20, checkpoint_every=20,
-                 eval_batch_size=32, warmup_steps=5)
+        t.update(
+            batch_size=16,
+            steps=40,
+            log_every=10,
+            eval_every=20,
+            checkpoint_every=20,
+            eval_batch_size=32,
+            warmup_steps=5,
+        )
         s.inverse_sigmoid_k = 10.0
     elif arg == "translate":  # real-text shapes: the translation-like task (data/translate_task.py)
         c.data.dataset = "translate"
-        c.data.synthetic.update(num_train=29000, num_valid=1000, num_test=1000, min_length=3,
-                                max_length=45, alphabet_size=4000)  # mean 13.7 words, 4k words
+        c.data.synthetic.update(
+            num_train=29000,
+            num_valid=1000,
+            num_test=1000,
+            min_length=3,
+            max_length=45,
+            alphabet_size=4000,
+        )  # mean 13.7 words, 4k words
         c.data.max_len = 64  # sources up to 45 words, their targets up to about 60
         c.data.buckets = "auto"  # batches of 8, 16, ... 64 positions: real text is mostly short
         t.update(batch_size=128, best_metric="bleu")
     elif arg:
-        raise ValueError(f"unknown variant {arg!r} of experiments/default.py; use '', 'tiny' "
-                         "or 'translate'")
+        raise ValueError(
+            f"unknown variant {arg!r} of experiments/default.py; use '', 'tiny' or 'translate'"
+        )
     return c

@@ -8,7 +8,8 @@ Commands (from the repository root):
   python run.py --config=experiments/schedules.py --sampling_schedule=linear \
       --sampling_probability=0.5 --workdir=runs/sched_linear_05
   # the same grid with the attention bridge
-  python -m s2s_jax.studies.sweep --config=experiments/schedules.py --workdir=runs/schedules_attention \
+  python -m s2s_jax.studies.sweep --config=experiments/schedules.py \
+      --workdir=runs/schedules_attention \
       --set=model.bridge=attention
   # trained to convergence (4000 steps, 8 seeds): teacher forcing against the inverse-sigmoid
   # schedule at caps 0.1 and 0.25, feeding back a categorical sample or the argmax (40 runs)
@@ -19,7 +20,8 @@ Commands (from the repository root):
   python -m s2s_jax.studies.sweep --config=experiments/schedules.py:converged_output --parallel=2 \
       --workdir=runs/schedules_converged_output
   # seconds-long smoke sweep
-  python -m s2s_jax.studies.sweep --config=experiments/schedules.py:tiny --seeds=1 --workdir=/tmp/sched
+  python -m s2s_jax.studies.sweep --config=experiments/schedules.py:tiny --seeds=1 \
+      --workdir=/tmp/sched
 
 Setting: the `dense` bridge (a fixed-size summary of the source, where exposure bias shows) on
 the embedded `reverse` task, the bridges study's small model and 600 steps. Grid: teacher forcing
@@ -51,6 +53,7 @@ is fixed by the source position rather than by the previous target, so a wrong f
 takes information away and teaches little; tasks whose outputs depend on their own history,
 like language (the `translate` task), may reward the feedback more.
 """
+
 import os
 
 import ml_collections
@@ -69,22 +72,32 @@ def _default_config(arg: str) -> ml_collections.ConfigDict:
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     if arg not in ("", "tiny", "converged", "converged_output"):
-        raise ValueError(f"unknown variant {arg!r} of experiments/schedules.py; "
-                         "use '', 'tiny', 'converged' or 'converged_output'")
+        raise ValueError(
+            f"unknown variant {arg!r} of experiments/schedules.py; "
+            "use '', 'tiny', 'converged' or 'converged_output'"
+        )
     c = _default_config("tiny" if arg == "tiny" else "")
     c.model.bridge = "dense"
     # Every ramp reaches its cap within the first half of the 600 steps.
-    c.sampling.update(linear_start=1.0, linear_slope=1e-3, exponential_base=0.998,
-                      inverse_sigmoid_k=60.0)
+    c.sampling.update(
+        linear_start=1.0, linear_slope=1e-3, exponential_base=0.998, inverse_sigmoid_k=60.0
+    )
     if arg != "tiny":
         c.model.update(emb=32, hidden=64)
         c.train.update(steps=600, eval_every=300, checkpoint_every=300, warmup_steps=50)
 
     c.sweep = ml_collections.ConfigDict()
-    c.sweep.metrics = ["exact_match", "token_accuracy", "free_token_accuracy", "exposure_gap",
-                       "bleu", "loss"]
+    c.sweep.metrics = [
+        "exact_match",
+        "token_accuracy",
+        "free_token_accuracy",
+        "exposure_gap",
+        "bleu",
+        "loss",
+    ]
     c.sweep.seeds = 3  # default of --seeds: seeds 0..seeds-1
-    # results.md compares every point with teacher forcing, seed by seed (s2s_jax/studies/results.py)
+    # results.md compares every point with teacher forcing, seed by seed
+    # (s2s_jax/studies/results.py)
     c.sweep.baseline = [("sampling.probability", 0.0)]
     if arg.startswith("converged"):
         # After 600 steps every cap is behind teacher forcing; trained until teacher forcing

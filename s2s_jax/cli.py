@@ -15,6 +15,7 @@ Before main runs (flags parsed, JAX's backend not yet created), glibc is told to
 memory for reuse (`--malloc_tuning`, see host_memory): otherwise every training step
 page-faults its buffers in again.
 """
+
 import ast
 import contextlib
 import os
@@ -29,8 +30,8 @@ def user_errors() -> tuple:
     before the heavy modules load)."""
     from s2s_jax import data  # pylint: disable=import-outside-toplevel
     from s2s_jax.training import run_log, train
-    return (ValueError, data.DataError, train.TrainingError, FileNotFoundError,
-            run_log.WriteError)
+
+    return (ValueError, data.DataError, train.TrainingError, FileNotFoundError, run_log.WriteError)
 
 
 def _unquote(text: str) -> str:
@@ -46,13 +47,17 @@ def _unquote(text: str) -> str:
 def flag_message(err: Exception) -> str:
     """One line for an exception raised while flags were defined or parsed."""
     from absl import flags  # pylint: disable=import-outside-toplevel
+
     lines = [line.strip() for line in _unquote(str(err)).splitlines() if line.strip()]
     if not lines:
         return type(err).__name__
     if isinstance(err, (KeyError, AttributeError)):  # a --config.FIELD=VALUE override
         field = lines[0].strip("'\"")
-        named = [a.split("=")[0] for a in sys.argv[1:]
-                 if a.startswith("--config.") and field in a.split("=")[0].split(".")]
+        named = [
+            a.split("=")[0]
+            for a in sys.argv[1:]
+            if a.startswith("--config.") and field in a.split("=")[0].split(".")
+        ]
         flag = named[0] if named else "a --config.FIELD=VALUE flag"
         hint = f"; {lines[-1][0].lower()}{lines[-1][1:]}" if len(lines) > 1 else ""
         return f"{flag}: the --config file has no field '{field}'{hint}"
@@ -84,6 +89,7 @@ def flag_errors():
 def parse_flags(argv: list) -> list:
     """app.run's flags_parser: absl's parse, with `flag_errors`; returns the other arguments."""
     from absl import flags  # pylint: disable=import-outside-toplevel
+
     with flag_errors():
         return flags.FLAGS(argv)
 
@@ -97,12 +103,16 @@ def run(main, malloc_default: str | None = "keep"):
     from absl import app, flags, logging  # pylint: disable=import-outside-toplevel
 
     if malloc_default is not None:
-        flags.DEFINE_enum("malloc_tuning", malloc_default, list(host_memory.MODES),
-                          "glibc malloc: 'keep' freed memory for reuse instead of page-faulting "
-                          "every step's buffers in again; 'keep_one_arena' also for blocks over "
-                          "64 MB (big batch x length x vocabulary), at the cost of lock "
-                          "contention; 'off'. Resident memory stays at its peak "
-                          "(s2s_jax/training/host_memory.py)")
+        flags.DEFINE_enum(
+            "malloc_tuning",
+            malloc_default,
+            list(host_memory.MODES),
+            "glibc malloc: 'keep' freed memory for reuse instead of page-faulting "
+            "every step's buffers in again; 'keep_one_arena' also for blocks over "
+            "64 MB (big batch x length x vocabulary), at the cost of lock "
+            "contention; 'off'. Resident memory stays at its peak "
+            "(s2s_jax/training/host_memory.py)",
+        )
 
     def wrapped(argv):
         if malloc_default is not None:

@@ -3,6 +3,7 @@
 experiments/ is not a package, so a study that builds on experiments/default.py, and the sweep
 runner, load it by path with this one function.
 """
+
 import importlib.util
 import os
 
@@ -21,7 +22,8 @@ def load_config_file(path: str, arg: str = ""):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file {path} not found; pass --config=experiments/NAME.py")
     spec = importlib.util.spec_from_file_location(
-        "config_" + os.path.splitext(os.path.basename(path))[0], path)
+        "config_" + os.path.splitext(os.path.basename(path))[0], path
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):

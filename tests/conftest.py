@@ -1,4 +1,5 @@
 """Shared fixtures: tiny models and batches so every test runs in seconds on a CPU."""
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -14,8 +15,12 @@ def make_batch(seed=0, batch=4, src_len=7, tgt_len=6, src_vocab=11, tgt_vocab=13
     inputs[np.arange(src_len)[None, :] >= inputs_len[:, None]] = 0
     targets[np.arange(tgt_len)[None, :] == targets_len[:, None] - 1] = 2
     targets[np.arange(tgt_len)[None, :] >= targets_len[:, None]] = 0
-    return {k: jnp.asarray(v, jnp.int32) for k, v in dict(
-        inputs=inputs, inputs_len=inputs_len, targets=targets, targets_len=targets_len).items()}
+    return {
+        k: jnp.asarray(v, jnp.int32)
+        for k, v in dict(
+            inputs=inputs, inputs_len=inputs_len, targets=targets, targets_len=targets_len
+        ).items()
+    }
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ It re-derives every step from the primitives (cell.project on the whole concaten
 attention scores, the output layer) and reproduces the documented PRNG protocol: the decoder key
 is split into one key per step, and each step key into (choose, token, dropout).
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -49,7 +50,8 @@ def decode(model, params, batch, rng, probability, *, free_running=False):
         else:  # output mode, training and free running alike: the previous logits, transformed
             source = prev_logits if cfg.output_gradient else jax.lax.stop_gradient(prev_logits)
             fed_vec = sampling.NEXT_INPUTS[cfg.next_inputs].apply(
-                dp.get("next_inputs"), source, emb, cfg.temperature)
+                dp.get("next_inputs"), source, emb, cfg.temperature
+            )
             x = jnp.where(fed[:, None], fed_vec, emb[gold[:, t]])
             ids = jnp.where(fed, jnp.argmax(prev_logits, -1), -1)
         parts = [x]

@@ -43,26 +43,31 @@ def test_scores_match_their_formulas():
     query, keys, mask = _inputs(1)
     q, k = np.asarray(query), np.asarray(keys)
     dot = attention.ATTENTION["dot"]
-    np.testing.assert_allclose(_scores(dot, {}, query, keys), np.einsum("bd,bsd->bs", q, k),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        _scores(dot, {}, query, keys), np.einsum("bd,bsd->bs", q, k), rtol=1e-5
+    )
     scaled = attention.ATTENTION["scaled_dot"]
-    np.testing.assert_allclose(_scores(scaled, {}, query, keys),
-                               np.einsum("bd,bsd->bs", q, k) / 2.0, rtol=1e-5)
+    np.testing.assert_allclose(
+        _scores(scaled, {}, query, keys), np.einsum("bd,bsd->bs", q, k) / 2.0, rtol=1e-5
+    )
     general = attention.ATTENTION["general"]
     gp = general.init(jax.random.PRNGKey(0), 4, 4, 0, False)
     w = np.asarray(gp["key"]["kernel"])  # [Dk, Dq]
-    np.testing.assert_allclose(_scores(general, gp, query, keys),
-                               np.einsum("bd,bsd->bs", q, k @ w), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        _scores(general, gp, query, keys), np.einsum("bd,bsd->bs", q, k @ w), rtol=1e-5, atol=1e-5
+    )
     add = attention.ATTENTION["bahdanau"]
     for normalize in (False, True):
         ap = add.init(jax.random.PRNGKey(2), 4, 4, 5, normalize)
         v = np.asarray(ap["v"])
         if normalize:
             v = float(ap["g"]) * v / np.linalg.norm(v)
-        hidden = np.tanh(k @ np.asarray(ap["key"]["kernel"]) + np.asarray(ap["key"]["bias"])
-                         + (q @ np.asarray(ap["query"]["kernel"]))[:, None, :])
-        np.testing.assert_allclose(_scores(add, ap, query, keys), hidden @ v,
-                                   rtol=1e-5, atol=1e-5)
+        hidden = np.tanh(
+            k @ np.asarray(ap["key"]["kernel"])
+            + np.asarray(ap["key"]["bias"])
+            + (q @ np.asarray(ap["query"]["kernel"]))[:, None, :]
+        )
+        np.testing.assert_allclose(_scores(add, ap, query, keys), hidden @ v, rtol=1e-5, atol=1e-5)
 
 
 def test_an_empty_source_gives_zero_weights_not_nan():
@@ -73,7 +78,9 @@ def test_an_empty_source_gives_zero_weights_not_nan():
 
 
 def test_dot_attention_with_unequal_sizes_names_both_and_the_fix():
-    with pytest.raises(ValueError, match=r"decoder hidden size \(8\).*encoder output size \(4\).*general"):
+    with pytest.raises(
+        ValueError, match=r"decoder hidden size \(8\).*encoder output size \(4\).*general"
+    ):
         attention.ATTENTION["dot"].init(jax.random.PRNGKey(0), 8, 4, 0, False)
     with pytest.raises(ValueError, match="bahdanau"):
         attention.get_attention("luong")

@@ -5,39 +5,52 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import make_batch
 from s2s_jax.models import beam, model
+
+from conftest import make_batch
 
 BOS, EOS, PAD = 1, 2, 0
 
 
 def _first_eos_prefix(row):
     row = list(np.asarray(row))
-    return row[:row.index(EOS) + 1] if EOS in row else row
+    return row[: row.index(EOS) + 1] if EOS in row else row
 
 
 def _model(**kw):
-    base = dict(src_vocab=11, tgt_vocab=13, emb=6, hidden=8, bridge="attention", layers=2,
-                bidirectional=True)
+    base = dict(
+        src_vocab=11,
+        tgt_vocab=13,
+        emb=6,
+        hidden=8,
+        bridge="attention",
+        layers=2,
+        bidirectional=True,
+    )
     base.update(kw)
     m = model.build(model.ModelConfig.from_experiment(**base))
     return m, m.init(jax.random.PRNGKey(0))
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(bridge="concat_inputs", cell="gru"),
-                                dict(bridge="dense", attention_type="dot")])
+@pytest.mark.parametrize(
+    "kw",
+    [dict(), dict(bridge="concat_inputs", cell="gru"), dict(bridge="dense", attention_type="dot")],
+)
 def test_beam_width_one_equals_greedy(kw):
     m, params = _model(**kw)
     batch = make_batch(batch=6, tgt_len=8)
-    greedy = np.argmax(np.asarray(m.decode_greedy(params, batch["inputs"], batch["inputs_len"],
-                                                  8).logits), -1)
-    tokens, scores = m.decode_beam(params, batch["inputs"], batch["inputs_len"], 8, 1,
-                                   penalty="none")
+    greedy = np.argmax(
+        np.asarray(m.decode_greedy(params, batch["inputs"], batch["inputs_len"], 8).logits), -1
+    )
+    tokens, scores = m.decode_beam(
+        params, batch["inputs"], batch["inputs_len"], 8, 1, penalty="none"
+    )
     for g, b in zip(greedy, np.asarray(tokens)[:, 0]):
         assert _first_eos_prefix(b) == _first_eos_prefix(g)
     # The raw score of beam 1 is the greedy path's summed log-probability.
-    logp = jax.nn.log_softmax(m.decode_greedy(params, batch["inputs"], batch["inputs_len"],
-                                              8).logits)
+    logp = jax.nn.log_softmax(
+        m.decode_greedy(params, batch["inputs"], batch["inputs_len"], 8).logits
+    )
     for row in range(6):
         path = _first_eos_prefix(greedy[row])
         want = sum(float(logp[row, t, tok]) for t, tok in enumerate(path))
@@ -80,8 +93,11 @@ def test_beam_finds_the_better_sequence_greedy_misses():
 
 def test_length_penalties():
     lengths = jnp.array([1, 4, 10])
-    np.testing.assert_allclose(beam.length_penalty(lengths, "gnmt", 0.6),
-                               ((5 + np.array([1, 4, 10])) / 6) ** 0.6, rtol=1e-6)
+    np.testing.assert_allclose(
+        beam.length_penalty(lengths, "gnmt", 0.6),
+        ((5 + np.array([1, 4, 10])) / 6) ** 0.6,
+        rtol=1e-6,
+    )
     np.testing.assert_allclose(beam.length_penalty(lengths, "average", 0.6), [1, 4, 10])
     with pytest.raises(ValueError, match="gnmt"):
         beam.length_penalty(lengths, "bogus", 0.6)
@@ -92,8 +108,9 @@ def test_results_do_not_depend_on_the_rest_of_the_batch():
     batch = make_batch(batch=5, tgt_len=8)
     tokens, scores = m.decode_beam(params, batch["inputs"], batch["inputs_len"], 8, 3)
     for row in (0, 3):
-        alone, alone_scores = m.decode_beam(params, batch["inputs"][row:row + 1],
-                                            batch["inputs_len"][row:row + 1], 8, 3)
+        alone, alone_scores = m.decode_beam(
+            params, batch["inputs"][row : row + 1], batch["inputs_len"][row : row + 1], 8, 3
+        )
         np.testing.assert_array_equal(alone[0], tokens[row])
         np.testing.assert_allclose(alone_scores[0], scores[row], rtol=1e-5, atol=1e-6)
     assert np.all(np.diff(np.asarray(scores), axis=1) <= 1e-6)  # best first
@@ -110,8 +127,9 @@ def test_the_length_penalty_ranks_every_step_so_a_longer_hypothesis_survives_pru
     table[3, EOS] = 1.0
     table[EOS, EOS] = table[PAD, PAD] = 1.0
     step = _markov_step(table)
-    tokens, scores = beam.search(step, jnp.zeros((1, 1)), 1, 1, 3, bos=BOS, eos=EOS,
-                                 penalty="gnmt", alpha=2.0)
+    tokens, scores = beam.search(
+        step, jnp.zeros((1, 1)), 1, 1, 3, bos=BOS, eos=EOS, penalty="gnmt", alpha=2.0
+    )
     assert _first_eos_prefix(tokens[0, 0]) == [3, EOS]
     np.testing.assert_allclose(scores[0, 0], np.log(0.45), rtol=1e-5)
     raw, _ = beam.search(step, jnp.zeros((1, 1)), 1, 1, 3, bos=BOS, eos=EOS, penalty="none")
@@ -123,20 +141,27 @@ def _exhaustive(m, params, inputs, inputs_len, steps, penalty, alpha):
     EOS, as beam search writes them), scored by the teacher-forced model: per example, a list
     of (normalised score, tokens) best first."""
     vocab = m.config.tgt_vocab
-    seqs = [s for s in itertools.product(range(vocab), repeat=steps)
-            if EOS not in s or all(x == PAD for x in s[s.index(EOS) + 1:])]
+    seqs = [
+        s
+        for s in itertools.product(range(vocab), repeat=steps)
+        if EOS not in s or all(x == PAD for x in s[s.index(EOS) + 1 :])
+    ]
     targets = jnp.asarray(seqs, jnp.int32)  # [N, T]
     n = len(seqs)
     ends = np.array([s.index(EOS) if EOS in s else steps for s in seqs])  # tokens before EOS
     read = np.arange(steps)[None] <= np.minimum(ends, steps - 1)[:, None]  # EOS is scored
     results = []
     for row in range(inputs.shape[0]):
-        batch = {"inputs": jnp.repeat(inputs[row:row + 1], n, 0),
-                 "inputs_len": jnp.repeat(inputs_len[row:row + 1], n, 0),
-                 "targets": targets, "targets_len": jnp.asarray(ends + 1, jnp.int32)}
+        batch = {
+            "inputs": jnp.repeat(inputs[row : row + 1], n, 0),
+            "inputs_len": jnp.repeat(inputs_len[row : row + 1], n, 0),
+            "targets": targets,
+            "targets_len": jnp.asarray(ends + 1, jnp.int32),
+        }
         logits = m.apply(params, batch, jax.random.PRNGKey(0), 0.0, train=False).logits
-        logp = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits), np.float64),
-                                  np.asarray(targets)[..., None], -1)[..., 0]  # [N, T]
+        logp = np.take_along_axis(
+            np.asarray(jax.nn.log_softmax(logits), np.float64), np.asarray(targets)[..., None], -1
+        )[..., 0]  # [N, T]
         raw = np.sum(np.where(read, logp, 0.0), axis=1)
         score = raw / np.asarray(beam.length_penalty(ends, penalty, alpha), np.float64)
         order = np.argsort(-score, kind="stable")
@@ -144,9 +169,16 @@ def _exhaustive(m, params, inputs, inputs_len, steps, penalty, alpha):
     return results
 
 
-@pytest.mark.parametrize("penalty,alpha,beam_size", [
-    ("none", 0.0, 16), ("gnmt", 1.0, 16), ("average", 0.0, 16), ("none", 0.0, 64),
-    ("gnmt", 1.0, 64)])
+@pytest.mark.parametrize(
+    "penalty,alpha,beam_size",
+    [
+        ("none", 0.0, 16),
+        ("gnmt", 1.0, 16),
+        ("average", 0.0, 16),
+        ("none", 0.0, 64),
+        ("gnmt", 1.0, 64),
+    ],
+)
 def test_beam_search_equals_exhaustive_search(penalty, alpha, beam_size):
     """V = 4 (PAD, BOS, EOS and one word) and T = 3: 40 hypotheses. K = 64 holds every prefix
     at every step; K = 16 = V^(T-1) still holds every prefix of T - 1 tokens, so its last
@@ -158,14 +190,17 @@ def test_beam_search_equals_exhaustive_search(penalty, alpha, beam_size):
     params["decoder"]["out"] = dict(out, kernel=6.0 * out["kernel"], bias=out["bias"] + 1.0)
     batch = make_batch(batch=2, tgt_len=3)
     steps = 3
-    tokens, scores = m.decode_beam(params, batch["inputs"], batch["inputs_len"], steps,
-                                   beam_size, penalty=penalty, alpha=alpha)
-    for row, best in enumerate(_exhaustive(m, params, batch["inputs"], batch["inputs_len"],
-                                           steps, penalty, alpha)):
+    tokens, scores = m.decode_beam(
+        params, batch["inputs"], batch["inputs_len"], steps, beam_size, penalty=penalty, alpha=alpha
+    )
+    for row, best in enumerate(
+        _exhaustive(m, params, batch["inputs"], batch["inputs_len"], steps, penalty, alpha)
+    ):
         real = min(beam_size, len(best))  # beyond the 40 real ones: impossible fillers
         want_scores = np.array([sc for sc, _ in best[:real]])
-        np.testing.assert_allclose(np.asarray(scores[row, :real]), want_scores, rtol=1e-4,
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            np.asarray(scores[row, :real]), want_scores, rtol=1e-4, atol=1e-4
+        )
         assert np.all(np.asarray(scores[row, real:]) < -1e6)
         gaps = np.diff(want_scores)
         for k in range(real):

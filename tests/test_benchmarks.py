@@ -1,4 +1,5 @@
 """The benchmark scripts run and print their JSON line (tiny sizes; nothing here is timed)."""
+
 import ast
 import json
 import os
@@ -15,8 +16,13 @@ TINY = ["--batch=2", "--src_len=4", "--tgt_len=4", "--vocab=20", "--emb=8", "--h
 
 
 def _run(script, *args):
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
-                          capture_output=True, text=True, timeout=600, check=False)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
     assert len(lines) == 1, proc.stdout
@@ -25,11 +31,35 @@ def _run(script, *args):
 
 @pytest.mark.parametrize("bridge,p", [("dense", "0.25"), ("attention", "0")])
 def test_train_throughput_prints_its_json_line(bridge, p):
-    row = _run("train_throughput.py", *TINY, "--steps=2", "--warmup=1", f"--bridge={bridge}",
-               f"--sampling_prob={p}")
-    for key in ("tokens_per_s", "median_step_ms", "compile_s", "param_count", "gflop_per_step",
-                "matmul_peak_gflops", "peak_fraction", "batch", "src_len", "tgt_len", "vocab",
-                "emb", "hidden", "layers", "cell", "bridge", "sampling_prob", "steps", "warmup"):
+    row = _run(
+        "train_throughput.py",
+        *TINY,
+        "--steps=2",
+        "--warmup=1",
+        f"--bridge={bridge}",
+        f"--sampling_prob={p}",
+    )
+    for key in (
+        "tokens_per_s",
+        "median_step_ms",
+        "compile_s",
+        "param_count",
+        "gflop_per_step",
+        "matmul_peak_gflops",
+        "peak_fraction",
+        "batch",
+        "src_len",
+        "tgt_len",
+        "vocab",
+        "emb",
+        "hidden",
+        "layers",
+        "cell",
+        "bridge",
+        "sampling_prob",
+        "steps",
+        "warmup",
+    ):
         assert key in row, key
     assert row["framework"] == "jax" and row["bridge"] == bridge
     assert row["traces"] == 1  # one compilation serves every step
@@ -44,8 +74,17 @@ def test_decode_throughput_reports_greedy_and_beam():
 
 
 def test_flop_count_of_the_target_setting():
-    sizes = dict(batch=64, src_len=30, tgt_len=30, vocab=8000, emb=256, hidden=512,
-                 dec_hidden=512, layers=1, cell="lstm")
+    sizes = dict(
+        batch=64,
+        src_len=30,
+        tgt_len=30,
+        vocab=8000,
+        emb=256,
+        hidden=512,
+        dec_hidden=512,
+        layers=1,
+        cell="lstm",
+    )
     # Encoder and decoder LSTMs (input + recurrent), the dense bridge, the output layer.
     lstm = 2 * 64 * 30 * (256 + 512) * 4 * 512
     want = 2 * lstm + 2 * 64 * 1024 * 1024 + 2 * 64 * 30 * 512 * 8000
@@ -63,6 +102,7 @@ def test_hlo_summary_counts_the_loops_and_matmuls_of_a_compiled_step():
         def step(h, x):
             h = jnp.tanh(h @ w + x)  # [4, 8]
             return h, h
+
         return jax.lax.scan(step, jnp.zeros((4, 8)), xs)[1].sum()
 
     args = (jnp.ones((8, 8)), jnp.ones((5, 4, 8)))
@@ -76,9 +116,19 @@ def test_hlo_summary_counts_the_loops_and_matmuls_of_a_compiled_step():
 
 def test_compile_probe_compiles_each_variant_in_its_own_process():
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "compile_probe.py"), *TINY,
-         "--steps=1", "--warmup=0", "--variants=default,autotune_0"],
-        capture_output=True, text=True, timeout=600, check=False)
+        [
+            sys.executable,
+            os.path.join(ROOT, "benchmarks", "compile_probe.py"),
+            *TINY,
+            "--steps=1",
+            "--warmup=0",
+            "--variants=default,autotune_0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
     assert [r["variant"] for r in rows] == ["default", "autotune_0"]
@@ -93,8 +143,18 @@ def test_compile_probe_compiles_each_variant_in_its_own_process():
 def test_compile_probe_reports_a_flag_xla_rejects():
     env = dict(os.environ, XLA_FLAGS="--xla_no_such_flag=1")
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "compile_probe.py"), *TINY,
-         "--variants=default"], capture_output=True, text=True, timeout=600, check=False, env=env)
+        [
+            sys.executable,
+            os.path.join(ROOT, "benchmarks", "compile_probe.py"),
+            *TINY,
+            "--variants=default",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=env,
+    )
     assert proc.returncode == 1  # every variant failed
     (row,) = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
     assert "--xla_no_such_flag" in row["error"]
@@ -115,9 +175,17 @@ def test_real_length_benchmark_prints_real_tokens_and_compiles_no_more_after_war
     lines = [" ".join(f"w{(i * j) % 9}" for j in range(1 + i % 17)) for i in range(80)]
     train = tmp_path / "train.tsv"
     train.write_text("".join(f"{x}\t{x}\n" for x in lines))
-    row = _run("real_length.py", f"--side={side}", "--steps=3", "--hidden=8", "--emb=8",
-               "--batch_size=8", f"--train_file={train}", "--max_len=24",
-               f"--data_dir={tmp_path / 'tfds'}")
+    row = _run(
+        "real_length.py",
+        f"--side={side}",
+        "--steps=3",
+        "--hidden=8",
+        "--emb=8",
+        "--batch_size=8",
+        f"--train_file={train}",
+        "--max_len=24",
+        f"--data_dir={tmp_path / 'tfds'}",
+    )
     assert row["side"] == side and row["steps"] == 3 and row["real_tokens_per_s"] > 0
     assert row["shapes_compiled"] >= 2 and row["compiles_after_warmup"] == 0
     assert 0 <= row["padded_share"] < 1 and row["cpu"] == common.cpu_model()
@@ -125,8 +193,16 @@ def test_real_length_benchmark_prints_real_tokens_and_compiles_no_more_after_war
 
 def test_ab_runs_each_checkout_alternately_and_names_both_commits():
     # This checkout against itself: both sides run the same step, so both report tokens/s.
-    row = _run("ab.py", f"--baseline={ROOT}", *TINY, "--steps=2", "--warmup=1", "--rounds=1",
-               "--bridges=dense", "--sampling_probs=0.25")
+    row = _run(
+        "ab.py",
+        f"--baseline={ROOT}",
+        *TINY,
+        "--steps=2",
+        "--warmup=1",
+        "--rounds=1",
+        "--bridges=dense",
+        "--sampling_probs=0.25",
+    )
     assert row["bridge"] == "dense" and row["sampling_prob"] == 0.25
     assert len(row["baseline_runs"]) == len(row["this_runs"]) == 1 and "errors" not in row
     assert row["baseline_tokens_per_s"] > 0 and row["this_tokens_per_s"] > 0 and row["ratio"] > 0
@@ -146,13 +222,21 @@ def _dict_keys(path, name):
 
 def test_the_benchmarks_know_every_bridge_of_the_registry():
     from s2s_jax.models import bridges, model  # pylint: disable=import-outside-toplevel
+
     assert common.BRIDGE_NAMES == tuple(model.BRIDGE_SPELLINGS)
     assert set(common.BRIDGE_COSTS) == set(bridges.BRIDGES)
     torch_bridges = _dict_keys(os.path.join(ROOT, "benchmarks", "torch_baseline.py"), "BRIDGES")
     assert torch_bridges == set(bridges.BRIDGES)  # a PyTorch implementation of each
     for bridge in common.BRIDGE_NAMES:  # the decoder width the model gives it
-        cfg = model.ModelConfig.from_experiment(src_vocab=20, tgt_vocab=20, hidden=8,
-                                                bridge=bridge, attention_init=common.ATTENTION_INIT)
+        cfg = model.ModelConfig.from_experiment(
+            src_vocab=20,
+            tgt_vocab=20,
+            hidden=8,
+            bridge=bridge,
+            attention_init=common.ATTENTION_INIT,
+        )
         assert common.decoder_hidden(bridge, 8) == cfg.dec_hidden, bridge
         assert (common.initial_bridge(bridge), cfg.attention != "none") == (
-            cfg.bridge, bridge == common.ATTENTION_BRIDGE)
+            cfg.bridge,
+            bridge == common.ATTENTION_BRIDGE,
+        )

@@ -16,8 +16,11 @@ def test_lstm_step_matches_the_textbook_equations():
     rs = np.random.RandomState(0)
     x, c, h = rs.randn(2, 3), rs.randn(2, 5), rs.randn(2, 5)
     (c1, h1), out = cell.step(params, (jnp.asarray(c), jnp.asarray(h)), cell.project(params, x))
-    gates = x @ np.asarray(params["input"]["kernel"]) + np.asarray(params["input"]["bias"]) \
+    gates = (
+        x @ np.asarray(params["input"]["kernel"])
+        + np.asarray(params["input"]["bias"])
         + h @ np.asarray(params["recurrent"]["kernel"])
+    )
     i, f, g, o = np.split(gates, 4, axis=-1)
     c_ref = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
     np.testing.assert_allclose(c1, c_ref, rtol=1e-5, atol=1e-5)
@@ -52,10 +55,12 @@ def test_stack_shapes_and_dropout(name, layers):
     assert h.shape == (2, 8) and len(new_state) == layers
     assert all(len(c) == len(cell.state_names) and c[0].shape == (2, 8) for c in new_state)
     assert np.all(np.isfinite(h))
-    dropped, h_drop = cells.stack_step(cell, params, state, x, dropout_rate=0.5,
-                                       rng=jax.random.PRNGKey(3))
-    same, h_again = cells.stack_step(cell, params, state, x, dropout_rate=0.5,
-                                     rng=jax.random.PRNGKey(3))
+    dropped, h_drop = cells.stack_step(
+        cell, params, state, x, dropout_rate=0.5, rng=jax.random.PRNGKey(3)
+    )
+    same, h_again = cells.stack_step(
+        cell, params, state, x, dropout_rate=0.5, rng=jax.random.PRNGKey(3)
+    )
     np.testing.assert_array_equal(h_drop, h_again)  # explicit keys: reproducible
     if layers > 1:
         assert not np.allclose(h_drop, h)  # dropout acts between layers

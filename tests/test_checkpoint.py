@@ -1,5 +1,6 @@
 """Checkpoints: the best one by the configured metric, in the metric's own direction; damaged
 checkpoints against checkpoints of another state structure."""
+
 import os
 import pathlib
 
@@ -14,8 +15,12 @@ from s2s_jax.training import checkpoint, train
 def _save_all(tmp_path, best_metric, values):
     ckpt = checkpoint.Checkpoints(str(tmp_path), keep=1, best_metric=best_metric)
     for step, value in enumerate(values, start=1):
-        ckpt.save(step, {"w": jnp.full((2,), float(step))}, {"position": step},
-                  metrics={best_metric: value})
+        ckpt.save(
+            step,
+            {"w": jnp.full((2,), float(step))},
+            {"position": step},
+            metrics={best_metric: value},
+        )
     ckpt.wait()
     best, steps = ckpt.best_step(), ckpt.steps()
     ckpt.close()
@@ -26,8 +31,9 @@ def _save_all(tmp_path, best_metric, values):
     return best, steps
 
 
-@pytest.mark.parametrize("metric,best", [("exact_match", 2), ("bleu", 2), ("loss", 3),
-                                         ("perplexity", 3)])
+@pytest.mark.parametrize(
+    "metric,best", [("exact_match", 2), ("bleu", 2), ("loss", 3), ("perplexity", 3)]
+)
 def test_the_best_checkpoint_follows_the_metric_direction(tmp_path, metric, best):
     # Step 2 has the highest value and step 3 the lowest; step 4 is the latest.
     best_step, steps = _save_all(tmp_path, metric, [0.5, 0.9, 0.1, 0.4])
@@ -51,7 +57,8 @@ def _train_state(clip: bool):
 def _abstract(state):
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     return jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), state)
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), state
+    )
 
 
 def test_a_checkpoint_of_another_state_structure_is_an_error_and_stays_in_place(tmp_path):
@@ -94,8 +101,12 @@ def test_a_damaged_checkpoint_is_skipped_and_set_aside_only_when_asked(tmp_path)
 def test_ranked_steps_go_from_the_best_metric_to_the_worst_then_unscored_newest_first(tmp_path):
     ckpt = checkpoint.Checkpoints(str(tmp_path), keep=10, best_metric="loss")
     for step, loss in ((1, 0.5), (2, None), (3, 0.2), (4, 0.9), (5, None)):
-        ckpt.save(step, {"w": jnp.zeros((1,))}, {"position": step},
-                  metrics=None if loss is None else {"loss": loss})
+        ckpt.save(
+            step,
+            {"w": jnp.zeros((1,))},
+            {"position": step},
+            metrics=None if loss is None else {"loss": loss},
+        )
     ckpt.wait()
     assert ckpt.ranked_steps() == [3, 1, 4, 5, 2]
     ckpt.close()

@@ -1,4 +1,5 @@
 """Entry points started through s2s_jax.cli.run keep freed host memory for reuse."""
+
 import os
 import subprocess
 import sys
@@ -32,11 +33,18 @@ def _faults_per_call(tmp_path, rows, *flags, malloc_default="keep"):
     script = tmp_path / "program.py"
     script.write_text(_PROGRAM.replace("MALLOC_DEFAULT", repr(malloc_default)))
     # glibc's own settings from the environment would change what "off" means.
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"
+    }
     env["PYTHONPATH"] = ROOT
-    proc = subprocess.run([sys.executable, str(script), str(rows), *flags], capture_output=True,
-                          text=True, timeout=300, env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(rows), *flags],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return float(proc.stdout.strip().splitlines()[-1])
 
@@ -46,7 +54,7 @@ def test_freed_step_buffers_are_reused_instead_of_page_faulted_in_again(tmp_path
     """glibc always mmap()s blocks over 32 MB and unmaps them on free, so by default every call
     faults its output in again; the default tuning keeps such blocks (up to 64 MB), one arena
     keeps bigger ones too."""
-    rows = mbytes * 2 ** 20 // (4096 * 4)
+    rows = mbytes * 2**20 // (4096 * 4)
     untuned = _faults_per_call(tmp_path, rows, "--malloc_tuning=off")
     tuned = _faults_per_call(tmp_path, rows, *([f"--malloc_tuning={mode}"] if mode else []))
     # At least one fault per page of the output, even if the kernel hands out 2 MB huge pages
@@ -56,17 +64,25 @@ def test_freed_step_buffers_are_reused_instead_of_page_faulted_in_again(tmp_path
 
 
 def test_an_entry_point_sets_its_own_malloc_default(tmp_path):
-    """s2s_jax.studies.multiseed's vmapped step takes K times one run's temporaries in one block, past
-    64 MB, so its entry point defaults to one arena; run.py keeps `keep`."""
-    rows = 80 * 2 ** 20 // (4096 * 4)
+    """s2s_jax.studies.multiseed's vmapped step takes K times one run's temporaries in one block,
+    past 64 MB, so its entry point defaults to one arena; run.py keeps `keep`."""
+    rows = 80 * 2**20 // (4096 * 4)
     untuned = _faults_per_call(tmp_path, rows, "--malloc_tuning=off")
     one_arena = _faults_per_call(tmp_path, rows, malloc_default="keep_one_arena")
     assert one_arena <= 0.5 * untuned
-    for command, default in ((["-m", "s2s_jax.studies.multiseed"], "keep_one_arena"),
-                             ([os.path.join(ROOT, "run.py")], "keep")):
-        proc = subprocess.run([sys.executable, *command, "--helpfull"], capture_output=True,
-                              text=True, timeout=300, cwd=ROOT, check=False)
+    for command, default in (
+        (["-m", "s2s_jax.studies.multiseed"], "keep_one_arena"),
+        ([os.path.join(ROOT, "run.py")], "keep"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, *command, "--helpfull"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=ROOT,
+            check=False,
+        )
         help_text = proc.stdout + proc.stderr
         start = help_text.index("--malloc_tuning:")
-        entry = help_text[start:help_text.index("(default:", start) + 30]
+        entry = help_text[start : help_text.index("(default:", start) + 30]
         assert f"(default: '{default}')" in entry, entry

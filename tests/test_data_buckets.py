@@ -1,5 +1,6 @@
 """Shape buckets: the smallest bucket that holds a batch, one compile per bucket, the same loss
 as the fixed-shape path, every host on the same shape, bad bucket lists as one-line errors."""
+
 import itertools
 
 import jax
@@ -18,31 +19,42 @@ MAX_LEN = 40
 def data(tmp_path_factory):
     """The translation-like task at a small size: lengths 3..30, 300 training pairs."""
     cfg = s2s_data.default_config()
-    cfg.update(dataset="translate", max_len=MAX_LEN, buckets="auto",
-               data_dir=str(tmp_path_factory.mktemp("tfds")))
-    cfg.synthetic.update(num_train=300, num_valid=20, num_test=37, min_length=3, max_length=30,
-                         alphabet_size=60)
+    cfg.update(
+        dataset="translate",
+        max_len=MAX_LEN,
+        buckets="auto",
+        data_dir=str(tmp_path_factory.mktemp("tfds")),
+    )
+    cfg.synthetic.update(
+        num_train=300, num_valid=20, num_test=37, min_length=3, max_length=30, alphabet_size=60
+    )
     return s2s_data.load_data(cfg, None)
 
 
-@pytest.mark.parametrize("spec,want", [
-    ("", (MAX_LEN,)),
-    ("auto", (8, 16, 24, 32, MAX_LEN)),
-    ("10, 20,40", (10, 20, MAX_LEN)),
-    ("40", (MAX_LEN,)),
-])
+@pytest.mark.parametrize(
+    "spec,want",
+    [
+        ("", (MAX_LEN,)),
+        ("auto", (8, 16, 24, 32, MAX_LEN)),
+        ("10, 20,40", (10, 20, MAX_LEN)),
+        ("40", (MAX_LEN,)),
+    ],
+)
 def test_bucket_lists(spec, want):
     assert s2s_data.shape_buckets(spec, MAX_LEN) == want
 
 
-@pytest.mark.parametrize("spec,says", [
-    ("8,16,32", "the largest bucket 32 cannot hold max_len=40; end the list with 40"),
-    ("8,16,48", "the largest bucket 48 is longer than max_len=40"),
-    ("16,8,40", "strictly increasing"),
-    ("8,8,40", "strictly increasing"),
-    ("0,40", "positive"),
-    ("8;40", "not a comma-separated list"),
-])
+@pytest.mark.parametrize(
+    "spec,says",
+    [
+        ("8,16,32", "the largest bucket 32 cannot hold max_len=40; end the list with 40"),
+        ("8,16,48", "the largest bucket 48 is longer than max_len=40"),
+        ("16,8,40", "strictly increasing"),
+        ("8,8,40", "strictly increasing"),
+        ("0,40", "positive"),
+        ("8;40", "not a comma-separated list"),
+    ],
+)
 def test_bad_bucket_lists_name_the_fix(spec, says):
     with pytest.raises(s2s_data.DataError, match=says) as e:
         s2s_data.shape_buckets(spec, MAX_LEN)
@@ -67,8 +79,9 @@ def test_every_batch_takes_the_smallest_bucket_that_holds_it(data):
 
 
 def test_hosts_pad_their_shards_of_a_step_to_one_shape(data):
-    hosts = [s2s_data.train_iterator(data, 16, 2, process_index=i, process_count=2)
-             for i in range(2)]
+    hosts = [
+        s2s_data.train_iterator(data, 16, 2, process_index=i, process_count=2) for i in range(2)
+    ]
     for a, b in itertools.islice(zip(*hosts), 20):
         assert a["inputs"].shape == b["inputs"].shape == (8, a["inputs"].shape[1])
 
@@ -89,8 +102,12 @@ def test_resume_replays_the_bucketed_batches(data):
 def test_eval_batches_cover_every_example_once_in_small_buckets(data):
     batches = list(s2s_data.eval_batches(data, "test", 8))
     split = data.splits["test"]
-    seen = sorted(i for k in range(len(batches)) for i in
-                  s2s_data.eval_batches(data, "test", 8).indices[k] if i >= 0)
+    seen = sorted(
+        i
+        for k in range(len(batches))
+        for i in s2s_data.eval_batches(data, "test", 8).indices[k]
+        if i >= 0
+    )
     assert seen == list(range(len(split)))
     widths = [b["inputs"].shape[1] for b in batches]
     assert widths == sorted(widths) and len(set(widths)) >= 2  # sorted by length
@@ -99,9 +116,14 @@ def test_eval_batches_cover_every_example_once_in_small_buckets(data):
 
 
 def _net(data):
-    cfg = model.ModelConfig.from_experiment(src_vocab=len(data.src_vocab),
-                                            tgt_vocab=len(data.tgt_vocab), emb=8, hidden=8,
-                                            bridge="attention", sample_from="argmax")
+    cfg = model.ModelConfig.from_experiment(
+        src_vocab=len(data.src_vocab),
+        tgt_vocab=len(data.tgt_vocab),
+        emb=8,
+        hidden=8,
+        bridge="attention",
+        sample_from="argmax",
+    )
     net = model.build(cfg)
     return net, net.init(jax.random.PRNGKey(0))
 
@@ -159,14 +181,17 @@ BUDGET = 400  # padded target positions a global batch may hold
 
 def _token_batches(data, **kw):
     from s2s_jax.data import pipeline
-    return pipeline._TrainBatches(data.splits["train"], MAX_LEN, 0, 1, 0, 8, data.buckets,
-                                  tokens=BUDGET, **kw)
+
+    return pipeline._TrainBatches(
+        data.splits["train"], MAX_LEN, 0, 1, 0, 8, data.buckets, tokens=BUDGET, **kw
+    )
 
 
 def test_token_batches_fill_a_budget_with_one_shape_per_bucket(data):
     shapes = {}
     for batch in itertools.islice(
-            s2s_data.train_iterator(data, BUDGET, 0, batch_type="tokens", multiple=2), 60):
+        s2s_data.train_iterator(data, BUDGET, 0, batch_type="tokens", multiple=2), 60
+    ):
         rows, width = batch["inputs"].shape
         assert rows * (width + 1) <= BUDGET and rows % 2 == 0
         assert shapes.setdefault(width, rows) == rows  # a bucket always has the same rows
@@ -198,8 +223,12 @@ def test_token_batches_resume_across_epochs_of_different_lengths(data):
 
 
 def test_token_batches_split_over_hosts_into_disjoint_equal_shards(data):
-    hosts = [s2s_data.train_iterator(data, BUDGET, 0, process_index=i, process_count=2,
-                                     batch_type="tokens") for i in range(2)]
+    hosts = [
+        s2s_data.train_iterator(
+            data, BUDGET, 0, process_index=i, process_count=2, batch_type="tokens"
+        )
+        for i in range(2)
+    ]
     whole = s2s_data.train_iterator(data, BUDGET, 0, batch_type="tokens", multiple=2)
     for a, b, both in itertools.islice(zip(*hosts, whole), 10):
         assert a["inputs"].shape == b["inputs"].shape

@@ -78,13 +78,16 @@ def test_every_synthetic_example_dropped_is_an_error(tmp_path):
         s2s_data.load_data(cfg, None)
 
 
-@pytest.mark.parametrize("path, reason", [("file", "it is a file"),
-                                          ("file/sub", "Not a directory")])
+@pytest.mark.parametrize(
+    "path, reason", [("file", "it is a file"), ("file/sub", "Not a directory")]
+)
 def test_a_data_dir_that_cannot_hold_data_is_one_line(tmp_path, path, reason):
     (tmp_path / "file").write_text("")
     cfg = _tiny(tmp_path)
     cfg.data_dir = str(tmp_path / path)
     with pytest.raises(s2s_data.DataError) as err:
         s2s_data.load_data(cfg, None)
-    assert str(err.value) == (f"data_dir={tmp_path / path} cannot be created ({reason}); give a "
-                              "directory path, or '' for <workdir>/tfds")
+    assert str(err.value) == (
+        f"data_dir={tmp_path / path} cannot be created ({reason}); give a "
+        "directory path, or '' for <workdir>/tfds"
+    )

@@ -1,5 +1,6 @@
 """The translation-like task: real-text length shapes, Zipf words, a lexicon with phrases,
 dropped words, adjective-noun reordering and agreement."""
+
 import collections
 import random
 
@@ -7,8 +8,9 @@ import numpy as np
 
 from s2s_jax.data import synthetic, translate_task
 
-P = synthetic.SyntheticParams(num_train=3000, num_valid=10, num_test=10, min_length=3,
-                              max_length=45, alphabet_size=4000)
+P = synthetic.SyntheticParams(
+    num_train=3000, num_valid=10, num_test=10, min_length=3, max_length=45, alphabet_size=4000
+)
 
 
 def _pairs():
@@ -40,8 +42,12 @@ def test_target_lengths_differ_from_source_lengths():
 
 def _words(kind, **want):
     lex = translate_task.lexicon(P.alphabet_size, P.seed)
-    return [w for w in lex.words if lex.entries[w].kind == kind
-            and all(getattr(lex.entries[w], k) == v for k, v in want.items())]
+    return [
+        w
+        for w in lex.words
+        if lex.entries[w].kind == kind
+        and all(getattr(lex.entries[w], k) == v for k, v in want.items())
+    ]
 
 
 def test_adjective_before_noun_is_reordered_and_agrees_with_its_gender():

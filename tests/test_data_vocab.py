@@ -2,7 +2,7 @@
 
 import pytest
 
-from s2s_jax.data import DataError, tokenize, Vocab
+from s2s_jax.data import DataError, Vocab, tokenize
 
 
 def test_tokenize_word_and_char():

@@ -5,25 +5,31 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from s2s_jax.models import model, sampling
+from s2s_jax.training import losses
+
 import reference
 from conftest import make_batch
-from s2s_jax.models import decoders, model, sampling
-from s2s_jax.training import losses
 
 TOL = dict(rtol=2e-5, atol=2e-5)
 
 
 def _model(bridge="attention", **kw):
-    base = dict(src_vocab=11, tgt_vocab=13, emb=6, hidden=8, bridge=bridge,
-                attention_type="bahdanau", layers=2)
+    base = dict(
+        src_vocab=11,
+        tgt_vocab=13,
+        emb=6,
+        hidden=8,
+        bridge=bridge,
+        attention_type="bahdanau",
+        layers=2,
+    )
     base.update(kw)
     m = model.build(model.ModelConfig.from_experiment(**base))
     return m, m.init(jax.random.PRNGKey(0))
 
 
-VARIANTS = [
-    dict(bridge=b) for b in model.BRIDGE_SPELLINGS if b != "concat"
-] + [
+VARIANTS = [dict(bridge=b) for b in model.BRIDGE_SPELLINGS if b != "concat"] + [
     dict(bridge="concat", decoder_hidden=40),
     dict(bridge="attention", attention_type="dot", bidirectional=True, cell="gru"),
     dict(bridge="attention", sampling_mode="output"),
@@ -75,8 +81,9 @@ def test_p1_argmax_equals_free_running_greedy(kw):
     np.testing.assert_array_equal(out.logits, greedy.logits)
     tokens = np.argmax(np.asarray(greedy.logits), -1)
     np.testing.assert_array_equal(out.sample_ids[:, 1:], tokens[:, :-1])  # fed its own argmax
-    _, ref_ids, _ = reference.decode(m, params, batch, jax.random.PRNGKey(3), 1.0,
-                                     free_running=True)
+    _, ref_ids, _ = reference.decode(
+        m, params, batch, jax.random.PRNGKey(3), 1.0, free_running=True
+    )
     np.testing.assert_array_equal(greedy.sample_ids, ref_ids)
     np.testing.assert_allclose(out.sampled_fraction, 1.0)
 
@@ -133,8 +140,13 @@ def test_dense_next_inputs_learn_also_without_the_feedback_gradient(output_gradi
     """The stop-gradient covers the previous step's logits, not the next-inputs function: its
     parameters get gradient either way, and every gradient is that of the Python-loop
     reference, which states the stop where the issue puts it."""
-    grads, want = _gradients_and_reference(0.5, bridge="dense", sampling_mode="output",
-                                           next_inputs="dense", output_gradient=output_gradient)
+    grads, want = _gradients_and_reference(
+        0.5,
+        bridge="dense",
+        sampling_mode="output",
+        next_inputs="dense",
+        output_gradient=output_gradient,
+    )
     proj = grads["decoder"]["next_inputs"]["proj"]
     assert float(jnp.max(jnp.abs(proj["kernel"]))) > 1e-4
     assert float(jnp.max(jnp.abs(proj["bias"]))) > 1e-4
@@ -170,8 +182,9 @@ def test_output_mode_decodes_free_running_through_the_path_it_trained_on(next_in
     greedy = m.decode_greedy(params, batch["inputs"], batch["inputs_len"], 6)
     trained = m.apply(params, batch, jax.random.PRNGKey(3), 1.0, train=False)
     np.testing.assert_allclose(greedy.logits, trained.logits, **TOL)
-    ref_logits, ref_ids, _ = reference.decode(m, params, batch, jax.random.PRNGKey(3), 1.0,
-                                              free_running=True)
+    ref_logits, ref_ids, _ = reference.decode(
+        m, params, batch, jax.random.PRNGKey(3), 1.0, free_running=True
+    )
     np.testing.assert_allclose(greedy.logits, ref_logits, **TOL)
     np.testing.assert_array_equal(greedy.sample_ids, ref_ids)
     # The argmax token's embedding would be another path: its logits differ after step 0.
@@ -198,8 +211,9 @@ def test_aux_inputs_are_concatenated_to_every_input():
     b = m.apply(params, dict(batch, aux_inputs=2 * aux), jax.random.PRNGKey(0), 0.0)
     assert a.logits.shape == (4, 6, 13)
     assert not np.allclose(a.logits[:, 0], b.logits[:, 0])  # step 0 reads them too
-    logits, _, _ = reference.decode(m, params, dict(batch, aux_inputs=aux), jax.random.PRNGKey(0),
-                                    0.0)
+    logits, _, _ = reference.decode(
+        m, params, dict(batch, aux_inputs=aux), jax.random.PRNGKey(0), 0.0
+    )
     np.testing.assert_allclose(a.logits, logits, **TOL)
 
 
@@ -209,8 +223,9 @@ def test_free_running_decoding_reads_the_aux_inputs(mode):
     batch = make_batch()
     aux = jax.random.normal(jax.random.PRNGKey(1), (4, 6, 3))
     greedy = m.decode_greedy(params, batch["inputs"], batch["inputs_len"], 6, aux_inputs=aux)
-    logits, ids, _ = reference.decode(m, params, dict(batch, aux_inputs=aux),
-                                      jax.random.PRNGKey(0), 1.0, free_running=True)
+    logits, ids, _ = reference.decode(
+        m, params, dict(batch, aux_inputs=aux), jax.random.PRNGKey(0), 1.0, free_running=True
+    )
     np.testing.assert_allclose(greedy.logits, logits, **TOL)
     np.testing.assert_array_equal(greedy.sample_ids, ids)
 
@@ -226,8 +241,9 @@ def test_missing_or_misshapen_aux_inputs_are_errors_not_silently_dropped():
         m.apply(params, dict(batch, aux_inputs=jnp.ones((4, 6, 2))), jax.random.PRNGKey(0), 0.0)
     plain, plain_params = _model(bridge="dense")
     with pytest.raises(ValueError, match=r"aux_dim=0\); .*aux_dim=3"):
-        plain.apply(plain_params, dict(batch, aux_inputs=jnp.ones((4, 6, 3))),
-                    jax.random.PRNGKey(0), 0.0)
+        plain.apply(
+            plain_params, dict(batch, aux_inputs=jnp.ones((4, 6, 3))), jax.random.PRNGKey(0), 0.0
+        )
     with pytest.raises(ValueError, match="beam search does not read auxiliary"):
         m.decode_beam(params, batch["inputs"], batch["inputs_len"], 6, 2)
 
@@ -256,8 +272,9 @@ def test_a_jitted_loss_compiles_once_across_sampling_probabilities():
         out = m.apply(params, batch, rng, p)
         return losses.cross_entropy(out.logits, batch["targets"], batch["targets_len"])
 
-    values = [float(loss(params, jnp.float32(p), jax.random.PRNGKey(0)))
-              for p in (0.0, 0.25, 0.5, 1.0)]
+    values = [
+        float(loss(params, jnp.float32(p), jax.random.PRNGKey(0))) for p in (0.0, 0.25, 0.5, 1.0)
+    ]
     assert len(traces) == 1
     assert len(set(values)) > 1  # the probability really reaches the computation
 
@@ -277,11 +294,16 @@ def _gradients_and_reference(p, **kw):
     return grads, want
 
 
-@pytest.mark.parametrize("kw,p", [(dict(bridge="attention"), 0.5),
-                                  (dict(bridge="attention", cell="gru"), 0.0),
-                                  (dict(bridge="attention", attention_type="general"), 0.5),
-                                  (dict(bridge="concat_inputs", cell="gru"), 0.5),
-                                  (dict(bridge="dense", sample_from="argmax"), 0.0)])
+@pytest.mark.parametrize(
+    "kw,p",
+    [
+        (dict(bridge="attention"), 0.5),
+        (dict(bridge="attention", cell="gru"), 0.0),
+        (dict(bridge="attention", attention_type="general"), 0.5),
+        (dict(bridge="concat_inputs", cell="gru"), 0.5),
+        (dict(bridge="dense", sample_from="argmax"), 0.0),
+    ],
+)
 def test_gradients_equal_those_of_the_python_loop_reference(kw, p):
     """The scan's custom gradients (input projections and output layer after the loop) are the
     gradients of the straightforward loop, fed-back tokens included."""
@@ -318,7 +340,6 @@ def test_stated_teacher_forcing_drops_the_sampling_machinery_and_changes_nothing
     assert "conditional" in traced.lower(params, jnp.float32(0.0)).as_text(dialect="hlo")
 
 
-
 def _close_at_scale(got, ref):
     scale = float(np.max(np.abs(ref)))
     assert scale > 0
@@ -331,8 +352,10 @@ def test_attention_gradients_match_the_reference_at_their_own_scale(p):
     are small at this size (the query kernel's about 1e-6), so each is compared relative to its
     own largest entry."""
     grads, want = _gradients_and_reference(p)
-    for got, ref in zip(jax.tree_util.tree_leaves(grads["decoder"]["attention"]),
-                        jax.tree_util.tree_leaves(want["decoder"]["attention"])):
+    for got, ref in zip(
+        jax.tree_util.tree_leaves(grads["decoder"]["attention"]),
+        jax.tree_util.tree_leaves(want["decoder"]["attention"]),
+    ):
         _close_at_scale(got, ref)
     top_encoder = lambda g: g["encoder"]["layers"][-1][0]["input"]["kernel"]  # noqa: E731
     _close_at_scale(top_encoder(grads), top_encoder(want))

@@ -55,8 +55,14 @@ def test_bidirectional_matches_a_python_loop(cell_name, batch):
 
 def test_shapes_of_a_deep_bidirectional_encoder(batch):
     cell, params = _setup("lstm", True, layers=3)
-    enc = encoders.encode(params, cell, batch["inputs"], batch["inputs_len"], dropout_rate=0.3,
-                          rng=jax.random.PRNGKey(1))
+    enc = encoders.encode(
+        params,
+        cell,
+        batch["inputs"],
+        batch["inputs_len"],
+        dropout_rate=0.3,
+        rng=jax.random.PRNGKey(1),
+    )
     assert enc.outputs.shape == (4, 7, 10)
     assert len(enc.state) == 3 and all(t.shape == (4, 10) for c in enc.state for t in c)
     assert np.all(np.isfinite(enc.outputs))

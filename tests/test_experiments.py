@@ -1,4 +1,5 @@
 """Every study config: the default experiment's structure plus a valid, buildable sweep grid."""
+
 import importlib.util
 import os
 import re
@@ -8,16 +9,25 @@ import pytest
 
 from s2s_jax.models import attention, bridges, model, sampling
 from s2s_jax.studies import grid
-from s2s_jax.training import train
+from s2s_jax.training import settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUDIES = ["bridges", "attention", "schedules", "cells"]
 # (study, variant) -> points in its grid
-GRID_SIZES = {**{(name, variant): size for name, size in
-                 [("bridges", len(model.BRIDGE_SPELLINGS)), ("attention", 4), ("schedules", 13),
-                  ("cells", 4)]
-                 for variant in ("", "tiny")},
-              ("schedules", "converged"): 5, ("schedules", "converged_output"): 5}
+GRID_SIZES = {
+    **{
+        (name, variant): size
+        for name, size in [
+            ("bridges", len(model.BRIDGE_SPELLINGS)),
+            ("attention", 4),
+            ("schedules", 13),
+            ("cells", 4),
+        ]
+        for variant in ("", "tiny")
+    },
+    ("schedules", "converged"): 5,
+    ("schedules", "converged_output"): 5,
+}
 
 
 def _load(name, variant=""):
@@ -30,8 +40,10 @@ def _load(name, variant=""):
 
 def _structure(config):
     """Nested field names and value types (a ConfigDict's shape)."""
-    return {k: _structure(v) if isinstance(v, ml_collections.ConfigDict) else type(v).__name__
-            for k, v in config.items()}
+    return {
+        k: _structure(v) if isinstance(v, ml_collections.ConfigDict) else type(v).__name__
+        for k, v in config.items()
+    }
 
 
 @pytest.mark.parametrize("name,variant", sorted(GRID_SIZES))
@@ -50,11 +62,17 @@ def test_a_study_is_the_default_config_plus_a_sweep(name, variant):
         for field, value in point.settings:
             node, leaf = field.rsplit(".", 1)
             c[node][leaf] = value
-        model.build(train.model_config(c, 24, 24))
-        sampling.check_schedule(c.sampling.schedule, train.schedule_params(c))
+        model.build(settings.model_config(c, 24, 24))
+        sampling.check_schedule(c.sampling.schedule, settings.schedule_params(c))
         assert c.train.steps == point.steps
-    assert set(config.sweep.metrics) <= {"exact_match", "token_accuracy", "bleu", "loss",
-                                         "free_token_accuracy", "exposure_gap"}
+    assert set(config.sweep.metrics) <= {
+        "exact_match",
+        "token_accuracy",
+        "bleu",
+        "loss",
+        "free_token_accuracy",
+        "exposure_gap",
+    }
 
 
 @pytest.mark.parametrize("name", STUDIES)
@@ -73,41 +91,50 @@ def test_the_bridges_study_compares_every_bridge_and_attention(variant):
     built = {}
     for value in values:
         c.model.bridge = value
-        cfg = train.model_config(c, 24, 24)
+        cfg = settings.model_config(c, 24, 24)
         built[value] = (cfg.bridge, cfg.attention)
-    assert built == {**{b: (b, attention.NONE) for b in bridges.BRIDGES},
-                     "attention": (c.model.attention_init, c.model.attention_type)}
+    assert built == {
+        **{b: (b, attention.NONE) for b in bridges.BRIDGES},
+        "attention": (c.model.attention_init, c.model.attention_type),
+    }
 
 
 def test_model_config_reads_the_config_files_spelling_of_attention():
-    """train.model_config: bridge=attention is attention over attention_init's initial state;
+    """settings.model_config: bridge=attention is attention over attention_init's initial state;
     any other bridge has none, whatever attention_type and attention_init say."""
     c = _load("default")
     c.model.update(bridge="attention", attention_type="general", attention_init="concat")
-    cfg = train.model_config(c, 24, 24)
+    cfg = settings.model_config(c, 24, 24)
     assert (cfg.bridge, cfg.attention) == ("concat", "general")
     assert cfg.dec_hidden == 4 * c.model.hidden  # concat's width: twice two directions
     c.model.bridge = "copy"
-    cfg = train.model_config(c, 24, 24)
+    cfg = settings.model_config(c, 24, 24)
     assert (cfg.bridge, cfg.attention) == ("copy", attention.NONE)
     c.model.bridge = "bogus"
-    with pytest.raises(ValueError, match=re.escape(f"unknown --bridge 'bogus'; choose one of "
-                                                   f"{model.BRIDGE_SPELLINGS}")):
-        train.model_config(c, 24, 24)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(f"unknown --bridge 'bogus'; choose one of {model.BRIDGE_SPELLINGS}"),
+    ):
+        settings.model_config(c, 24, 24)
 
 
 def test_the_bridges_study_reaches_its_sampling_cap_within_its_steps():
     c = _load("bridges")
-    p = sampling.probability_at(c.sampling.schedule, c.train.steps // 2, train.schedule_params(c))
+    sp = settings.schedule_params(c)
+    p = sampling.probability_at(c.sampling.schedule, c.train.steps // 2, sp)
     assert float(p) == pytest.approx(c.sampling.probability)
 
 
-@pytest.mark.parametrize("variant,mode,feedback,values", [
-    ("converged", "embedding", "model.sample_from", ("categorical", "argmax")),
-    ("converged_output", "output", "model.output_gradient", (False, True)),
-])
+@pytest.mark.parametrize(
+    "variant,mode,feedback,values",
+    [
+        ("converged", "embedding", "model.sample_from", ("categorical", "argmax")),
+        ("converged_output", "output", "model.output_gradient", (False, True)),
+    ],
+)
 def test_the_converged_schedules_studies_compare_feedback_at_each_cap_with_teacher_forcing(
-        variant, mode, feedback, values):
+    variant, mode, feedback, values
+):
     c = _load("schedules", variant)
     assert c.model.sampling_mode == mode
     points = grid.points(c, grid.config_axes(c))

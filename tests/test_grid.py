@@ -1,4 +1,5 @@
 """The grid of a sweep: axes from the config and the flags, points, the baseline, bad input."""
+
 import ml_collections
 import pytest
 
@@ -16,14 +17,22 @@ def _config():
 def test_grid_is_the_product_of_the_axes_with_coupled_fields_varying_together():
     c = _config()
     c.sweep = ml_collections.ConfigDict()
-    c.sweep.axes = [("model.layers", [1, 2]),
-                    (("sampling.schedule", "sampling.k"), [("linear", 1), ("exponential", 0.99)])]
+    c.sweep.axes = [
+        ("model.layers", [1, 2]),
+        (("sampling.schedule", "sampling.k"), [("linear", 1), ("exponential", 0.99)]),
+    ]
     points = grid.points(c, grid.config_axes(c))
     assert [p.name for p in points] == [
-        "layers=1,schedule=linear,k=1.0", "layers=1,schedule=exponential,k=0.99",
-        "layers=2,schedule=linear,k=1.0", "layers=2,schedule=exponential,k=0.99"]
-    assert points[1].settings == (("model.layers", 1), ("sampling.schedule", "exponential"),
-                                  ("sampling.k", 0.99))
+        "layers=1,schedule=linear,k=1.0",
+        "layers=1,schedule=exponential,k=0.99",
+        "layers=2,schedule=linear,k=1.0",
+        "layers=2,schedule=exponential,k=0.99",
+    ]
+    assert points[1].settings == (
+        ("model.layers", 1),
+        ("sampling.schedule", "exponential"),
+        ("sampling.k", 0.99),
+    )
     assert isinstance(points[0].settings[2][1], float)  # an int given for a float field
 
 
@@ -33,19 +42,28 @@ def test_axis_and_set_flags_replace_add_and_fix_fields():
     axes = grid.apply_axis_flags(c, axes, ["model.bridge=dense", "model.bidirectional=true,false"])
     fixed = grid.parse_set_flags(c, axes, ["train.steps=7"])
     points = grid.points(c, axes, fixed)
-    assert [p.name for p in points] == ["bridge=dense,bidirectional=true",
-                                        "bridge=dense,bidirectional=false"]
+    assert [p.name for p in points] == [
+        "bridge=dense,bidirectional=true",
+        "bridge=dense,bidirectional=false",
+    ]
     assert all(p.steps == 7 for p in points)  # --set reaches the point's final step
 
 
-@pytest.mark.parametrize("axes,flags,message", [
-    ([], [], "the grid is empty"),
-    ([grid.Axis(("model.bridge",), ())], [], "the grid is empty"),
-    ([], ["model.bridg=zero"], "unknown config field 'model.bridg' (did you mean model.bridge?)"),
-    ([], ["model=zero"], "is a section"),
-    ([], ["model.layers=two"], "'two' is not a int"),
-    ([], ["model.bidirectional=maybe"], "not a bool"),
-])
+@pytest.mark.parametrize(
+    "axes,flags,message",
+    [
+        ([], [], "the grid is empty"),
+        ([grid.Axis(("model.bridge",), ())], [], "the grid is empty"),
+        (
+            [],
+            ["model.bridg=zero"],
+            "unknown config field 'model.bridg' (did you mean model.bridge?)",
+        ),
+        ([], ["model=zero"], "is a section"),
+        ([], ["model.layers=two"], "'two' is not a int"),
+        ([], ["model.bidirectional=maybe"], "not a bool"),
+    ],
+)
 def test_bad_grids_are_rejected_before_anything_runs(axes, flags, message):
     c = _config()
     with pytest.raises(grid.GridError) as err:
@@ -82,15 +100,18 @@ def test_the_baseline_names_one_grid_point_from_the_config_or_the_flags():
     assert grid.baseline_name(c, axes, points, []) == ""
 
 
-@pytest.mark.parametrize("baseline,flags_,message", [
-    ([("sampling.probability", 0.0)], [], "matches 2 grid points"),
-    ([("sampling.probability", 0.5)], [], "matches 0 grid points"),
-    ([], ["model.layers=3"], "matches 0 grid points"),
-    ([("model.bridge", "dense")], [], "'model.bridge' is not an axis of the grid"),
-    ([("sampling.probability",)], [], "sweep.baseline entries are (field, value) pairs"),
-    ([], ["model.layers"], "must look like FIELD=VALUE"),
-    ([], ["model.layers=two"], "'two' is not a int"),
-])
+@pytest.mark.parametrize(
+    "baseline,flags_,message",
+    [
+        ([("sampling.probability", 0.0)], [], "matches 2 grid points"),
+        ([("sampling.probability", 0.5)], [], "matches 0 grid points"),
+        ([], ["model.layers=3"], "matches 0 grid points"),
+        ([("model.bridge", "dense")], [], "'model.bridge' is not an axis of the grid"),
+        ([("sampling.probability",)], [], "sweep.baseline entries are (field, value) pairs"),
+        ([], ["model.layers"], "must look like FIELD=VALUE"),
+        ([], ["model.layers=two"], "'two' is not a int"),
+    ],
+)
 def test_a_baseline_that_does_not_name_exactly_one_point_is_rejected(baseline, flags_, message):
     c, axes, points = _grid_with_baseline(baseline)
     with pytest.raises(grid.GridError) as err:

@@ -1,8 +1,9 @@
 """host_memory.step_block_advice: when a step's one block of temporaries will be page-faulted in
 again every step, and what to do about it."""
+
 from s2s_jax.training import host_memory
 
-MB = 2 ** 20
+MB = 2**20
 
 
 def test_a_block_a_thread_heap_holds_needs_no_advice(monkeypatch):

@@ -1,4 +1,5 @@
 """--mode=eval and --mode=predict on a run trained on local parallel text."""
+
 import json
 import os
 import random
@@ -6,9 +7,9 @@ import shutil
 
 import pytest
 import sacrebleu
+from test_run import final_json, run
 
 from s2s_jax.training import checkpoint
-from test_run import ROOT, final_json, run
 
 WORDS = ["the", "cat", "dog", "sat", "ran", "on", "mat", "far", "red", "big"]
 
@@ -30,9 +31,16 @@ def trained(tmp_path_factory):
         files[split] = root / f"{split}.tsv"
         files[split].write_text("".join(f"{s}\t{t}\n" for s, t in _pairs(n, seed)))
     workdir = root / "run"
-    code, out, err = run(workdir, "--dataset=parallel_text", f"--train_file={files['train']}",
-                         f"--test_file={files['test']}", "--steps=80", "--eval_every=80",
-                         "--checkpoint_every=80", "--learning_rate=0.01")
+    code, out, err = run(
+        workdir,
+        "--dataset=parallel_text",
+        f"--train_file={files['train']}",
+        f"--test_file={files['test']}",
+        "--steps=80",
+        "--eval_every=80",
+        "--checkpoint_every=80",
+        "--learning_rate=0.01",
+    )
     assert code == 0, err[-2000:]
     return workdir, files, final_json(out)
 
@@ -45,7 +53,8 @@ def test_eval_mode_reports_the_trained_test_metrics_and_pictures(trained):
     for key in ("exact_match", "token_accuracy", "bleu", "loss", "perplexity", "exposure_gap"):
         assert result[key] == pytest.approx(train_result[key], rel=1e-5, abs=1e-6), key
     assert result["exposure_gap"] == pytest.approx(
-        result["token_accuracy"] - result["free_token_accuracy"])
+        result["token_accuracy"] - result["free_token_accuracy"]
+    )
     assert os.path.getsize(workdir / "attention.png") > 5000
     assert os.path.getsize(workdir / "learning_curves.png") > 5000
 
@@ -77,19 +86,21 @@ def test_predict_round_trips_a_file_with_empty_and_unknown_lines(trained, tmp_pa
     assert outputs[1] == ""  # empty in, empty out
     assert all(o for i, o in enumerate(outputs[:5]) if i != 1)  # the others decode to something
     assert "not valid UTF-8" in err and "only the first" in err
-    code, out, err = run(workdir, "--mode=predict", f"--input={source}", "--output=-",
-                         "--nbest=3")
+    code, out, err = run(workdir, "--mode=predict", f"--input={source}", "--output=-", "--nbest=3")
     rows = [line.split("\t") for line in out.splitlines()]
     assert [int(r[0]) for r in rows] == [i for i in range(5) for _ in range(3)]
     scores = [float(r[2]) for r in rows[:3]]
     assert scores == sorted(scores, reverse=True)
 
 
-@pytest.mark.parametrize("io,message", [
-    (("--input={tmp}", "--output=-"), "--input={tmp} is a directory; give a file or '-'"),
-    (("--input={tmp}/none.txt", "--output=-"), "--input={tmp}/none.txt does not exist"),
-    (("--input=-", "--output={tmp}"), "--output={tmp} is a directory; give a file path"),
-])
+@pytest.mark.parametrize(
+    "io,message",
+    [
+        (("--input={tmp}", "--output=-"), "--input={tmp} is a directory; give a file or '-'"),
+        (("--input={tmp}/none.txt", "--output=-"), "--input={tmp}/none.txt does not exist"),
+        (("--input=-", "--output={tmp}"), "--output={tmp} is a directory; give a file path"),
+    ],
+)
 def test_predict_rejects_paths_it_cannot_use(trained, tmp_path, io, message):
     workdir, _, _ = trained
     code, out, err = run(workdir, "--mode=predict", *(f.format(tmp=tmp_path) for f in io))
@@ -104,8 +115,13 @@ def test_eval_and_predict_need_a_trained_workdir(tmp_path):
 
 def test_eval_takes_this_commands_decoding_flags_but_not_a_different_model(trained):
     workdir, _, train_result = trained
-    code, out, err = run(workdir, "--mode=eval", "--config.train.beam_size=3",
-                         "--config.train.eval_batch_size=8", "--config.train.eval_max_examples=16")
+    code, out, err = run(
+        workdir,
+        "--mode=eval",
+        "--config.train.beam_size=3",
+        "--config.train.eval_batch_size=8",
+        "--config.train.eval_max_examples=16",
+    )
     assert code == 0, err[-2000:]
     result = final_json(out)
     assert (result["beam_size"], result["examples"]) == (3, 16)  # the --config flags applied
@@ -115,7 +131,8 @@ def test_eval_takes_this_commands_decoding_flags_but_not_a_different_model(train
     assert code == 2
     assert err.strip().splitlines()[-1] == (
         f"error: model.hidden={hidden + 1} would change the trained model (it has {hidden}); "
-        "--mode=predict uses the run's own model: drop that flag")
+        "--mode=predict uses the run's own model: drop that flag"
+    )
 
 
 def test_predict_gives_one_line_per_newline_terminated_input_line(trained, tmp_path):
@@ -132,14 +149,22 @@ def test_predict_gives_one_line_per_newline_terminated_input_line(trained, tmp_p
     assert len(out_path.read_text().split("\n")) == 5  # four lines, each newline-terminated
 
 
-def test_eval_falls_back_from_a_damaged_best_checkpoint_and_checkpoint_step_picks_one(trained,
-                                                                                     tmp_path):
+def test_eval_falls_back_from_a_damaged_best_checkpoint_and_checkpoint_step_picks_one(
+    trained, tmp_path
+):
     source, files, _ = trained
     workdir = tmp_path / "run"
     shutil.copytree(source, workdir)
-    code, out, err = run(workdir, "--dataset=parallel_text", f"--train_file={files['train']}",
-                         f"--test_file={files['test']}", "--learning_rate=0.01", "--steps=120",
-                         "--eval_every=40", "--checkpoint_every=40")
+    code, out, err = run(
+        workdir,
+        "--dataset=parallel_text",
+        f"--train_file={files['train']}",
+        f"--test_file={files['test']}",
+        "--learning_rate=0.01",
+        "--steps=120",
+        "--eval_every=40",
+        "--checkpoint_every=40",
+    )
     assert code == 0, err[-2000:]
     ckpt = checkpoint.Checkpoints(str(workdir), keep=3, best_metric="exact_match")
     best, steps = ckpt.best_step(), ckpt.steps()
@@ -158,9 +183,10 @@ def test_eval_falls_back_from_a_damaged_best_checkpoint_and_checkpoint_step_pick
     assert os.path.isdir(workdir / "checkpoints" / str(best))  # eval leaves the run as it is
     code, out, err = run(workdir, "--mode=eval", f"--checkpoint_step={other}")
     assert code == 0 and final_json(out)["step"] == other, err[-2000:]
-    for step, message in ((best, f"checkpoint {best} in {workdir / 'checkpoints'} cannot be "
-                                 f"read"), (7, f"no checkpoint 7 in {workdir / 'checkpoints'}; "
-                                               f"choose one of [80, 120]")):
+    for step, message in (
+        (best, f"checkpoint {best} in {workdir / 'checkpoints'} cannot be read"),
+        (7, f"no checkpoint 7 in {workdir / 'checkpoints'}; choose one of [80, 120]"),
+    ):
         code, out, err = run(workdir, "--mode=predict", f"--checkpoint_step={step}")
         assert code == 2 and "Traceback" not in err
         assert err.strip().splitlines()[-1].startswith(f"error: {message}"), err[-1000:]

@@ -20,16 +20,21 @@ def test_cross_entropy_is_the_mean_over_real_tokens():
     want = -np.mean([logp[b, t, targets[b, t]] for b, t in real])
     np.testing.assert_allclose(losses.cross_entropy(logits, targets, lengths), want, rtol=1e-5)
     eps = 0.1
-    smooth = np.mean([-(1 - eps) * logp[b, t, targets[b, t]] - eps * logp[b, t].mean()
-                      for b, t in real])
-    np.testing.assert_allclose(losses.cross_entropy(logits, targets, lengths, eps), smooth,
-                               rtol=1e-5)
+    smooth = np.mean(
+        [-(1 - eps) * logp[b, t, targets[b, t]] - eps * logp[b, t].mean() for b, t in real]
+    )
+    np.testing.assert_allclose(
+        losses.cross_entropy(logits, targets, lengths, eps), smooth, rtol=1e-5
+    )
     # Padding logits are irrelevant.
     noisy = logits.copy()
     noisy[0, 2:] = 50.0
     noisy[2] = -7.0
-    np.testing.assert_allclose(losses.cross_entropy(noisy, targets, lengths),
-                               losses.cross_entropy(logits, targets, lengths), rtol=1e-6)
+    np.testing.assert_allclose(
+        losses.cross_entropy(noisy, targets, lengths),
+        losses.cross_entropy(logits, targets, lengths),
+        rtol=1e-6,
+    )
 
 
 def test_accuracy_and_exact_match_ignore_padding_and_filler_examples():

@@ -5,6 +5,7 @@ train.init_state, train.make_train_step with prng.train_key(seed), and the seed'
 data.train_iterator with prng.data_seed(seed)), in-process. The command-line path (per-seed
 workdirs equal to run.py's) is checked end to end in test_sweep.py.
 """
+
 import importlib.util
 import os
 
@@ -15,7 +16,7 @@ import pytest
 from s2s_jax import data
 from s2s_jax.models import model
 from s2s_jax.studies import multiseed
-from s2s_jax.training import prng, train
+from s2s_jax.training import prng, settings, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEEDS = [0, 3]  # not 0..K-1, so a seed mixed up with its index would show
@@ -24,7 +25,8 @@ STEPS = 12
 
 def _tiny_config():
     spec = importlib.util.spec_from_file_location(
-        "bridges_config", os.path.join(ROOT, "experiments", "bridges.py"))
+        "bridges_config", os.path.join(ROOT, "experiments", "bridges.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     c = module.get_config("tiny")
@@ -50,9 +52,9 @@ def test_vmapped_seeds_equal_separate_runs():
     together = multiseed.train_seeds(c, SEEDS, STEPS, ds)
     assert together.losses.shape == (STEPS, len(SEEDS))
 
-    net = model.build(train.model_config(c, len(ds.src_vocab), len(ds.tgt_vocab)))
-    tx = train.make_optimizer(c.train)
-    step = jax.jit(train.make_train_step(net, tx, c.sampling.schedule, train.schedule_params(c)))
+    net = model.build(settings.model_config(c, len(ds.src_vocab), len(ds.tgt_vocab)))
+    tx = settings.make_optimizer(c.train)
+    step = jax.jit(train.make_train_step(net, tx, c.sampling.schedule, settings.schedule_params(c)))
     for k, seed in enumerate(SEEDS):
         state, losses = _separate_run(c, ds, net, tx, step, seed)
         np.testing.assert_allclose(together.losses[:, k], losses, rtol=1e-5, atol=1e-6)

@@ -1,4 +1,5 @@
 """Every random stream of every seed is its own: no key of one purpose or seed is another's."""
+
 import jax
 import numpy as np
 import optax
@@ -62,7 +63,7 @@ def test_data_seeds_differ_and_are_stable():
     data_seeds = [prng.data_seed(s) for s in SEEDS]
     assert len(set(data_seeds)) == len(data_seeds)
     assert data_seeds == [prng.data_seed(s) for s in SEEDS]  # a function of the seed alone
-    assert all(0 <= s < 2 ** 64 for s in data_seeds)
+    assert all(0 <= s < 2**64 for s in data_seeds)
 
 
 def test_traced_seed_gives_the_same_init_key():

@@ -3,6 +3,7 @@
 Each run is a subprocess (simulated CPU devices must be configured before JAX starts) with the
 `tiny` experiment, so one run takes seconds.
 """
+
 import json
 import os
 import signal
@@ -32,8 +33,9 @@ def _env(devices=1):
 
 def start(workdir, *flags, devices=1):
     cmd = [sys.executable, "run.py", *TINY, f"--workdir={workdir}", *flags]
-    return subprocess.Popen(cmd, cwd=ROOT, env=_env(devices), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=_env(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def run(workdir, *flags, devices=1, timeout=240):
@@ -62,7 +64,8 @@ def params_at(workdir, step):
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     abstract = jax.tree_util.tree_map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-        ckptr.metadata(path).item_metadata)
+        ckptr.metadata(path).item_metadata,
+    )
     return ckptr.restore(path, abstract)["params"]
 
 
@@ -99,8 +102,7 @@ def test_one_device_equals_four_devices(tmp_path):
     assert code4 == 0, err4[-2000:]
     assert "1 device(s)" in err1 and "4 device(s)" in err4
     assert "rounded up" not in err1
-    assert ("--config.train.eval_batch_size=30 rounded up to 32, a multiple of the 4 devices"
-            in err4)
+    assert "--config.train.eval_batch_size=30 rounded up to 32, a multiple of the 4 devices" in err4
     for r1, r4 in zip(rows(one), rows(four), strict=True):
         assert r1["step"] == r4["step"]
         _metric_close(r1, r4, ("loss", "token_accuracy", "sampled_fraction"))
@@ -119,8 +121,15 @@ def test_two_processes_equal_one_process_with_two_devices(tmp_path):
     code, out, err = run(single, devices=2)
     assert code == 0, err[-2000:]
     port = _free_port()
-    procs = [start(multi, f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-                   f"--process_id={i}") for i in range(2)]
+    procs = [
+        start(
+            multi,
+            f"--coordinator_address=127.0.0.1:{port}",
+            "--num_processes=2",
+            f"--process_id={i}",
+        )
+        for i in range(2)
+    ]
     try:
         results = [p.communicate(timeout=300) for p in procs]
     finally:
@@ -178,8 +187,15 @@ def test_a_restarted_run_loads_its_compiled_train_step_from_the_workdir_cache(tm
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # however fast this machine compiles
     env["JAX_DEBUG_LOG_MODULES"] = "jax._src.compiler"  # logs each persistent-cache hit
-    cmd = [sys.executable, "run.py", *TINY, f"--workdir={tmp_path}", "--steps=100000",
-           "--checkpoint_every=100000", "--eval_every=100000"]
+    cmd = [
+        sys.executable,
+        "run.py",
+        *TINY,
+        f"--workdir={tmp_path}",
+        "--steps=100000",
+        "--checkpoint_every=100000",
+        "--eval_every=100000",
+    ]
     errs = []
     for attempt in range(2):  # a preempted run, then the same command again
         # A row this process wrote: the first run can log past any fixed step before it stops,
@@ -187,8 +203,9 @@ def test_a_restarted_run_loads_its_compiled_train_step_from_the_workdir_cache(tm
         row = max((r["step"] for r in rows(tmp_path)), default=0) + 30 if attempt else 30
         log = tmp_path / f"stderr{attempt}.txt"  # a file: the debug log could fill a pipe
         with open(log, "w") as f:
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=f,
-                                    text=True)
+            proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=f, text=True
+            )
             _wait_for_row(tmp_path, row, proc)
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=60)
@@ -201,8 +218,9 @@ def test_a_restarted_run_loads_its_compiled_train_step_from_the_workdir_cache(tm
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])  # SIGINT: Ctrl-C
-def test_sigterm_or_ctrl_c_saves_the_current_step_and_exits_with_128_plus_the_signal(tmp_path,
-                                                                                  signum):
+def test_sigterm_or_ctrl_c_saves_the_current_step_and_exits_with_128_plus_the_signal(
+    tmp_path, signum
+):
     """Not 0: `python run.py && next-step` must not go on after a preemption."""
     proc = start(tmp_path, "--steps=100000", "--checkpoint_every=100000", "--eval_every=100000")
     _wait_for_row(tmp_path, 30, proc)
@@ -221,8 +239,9 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
     code, out, err = run(tmp_path, "--steps=20", "--checkpoint_every=5", "--eval_every=1000")
     assert code == 0
     # Continue the same run with an absurd learning rate: the loss blows up.
-    code, out, err = run(tmp_path, "--steps=60", "--checkpoint_every=5", "--eval_every=1000",
-                         "--learning_rate=1e38")
+    code, out, err = run(
+        tmp_path, "--steps=60", "--checkpoint_every=5", "--eval_every=1000", "--learning_rate=1e38"
+    )
     assert code == 2
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: the loss became") and "--learning_rate" in last
@@ -248,32 +267,55 @@ def test_a_corrupted_latest_checkpoint_is_skipped_for_the_previous(tmp_path):
     assert final_json(out)["step"] == 30
 
 
-@pytest.mark.parametrize("flags,message", [
-    (["--bridge=bogus"], "error: flag --bridge=bogus: value should be one of "
-                         f"<{'|'.join(model.BRIDGE_SPELLINGS)}>"),
-    (["--bridg=copy"], "error: Unknown command line flag 'bridg'. Did you mean: bridge ?"),
-    (["--layers=two"], "error: flag --layers=two: invalid literal for int()"),
-    (["--config=experiments/nope.py"], "error: --config: [Errno 2] No such file or directory: "
-                                       "'experiments/nope.py'; give an existing FILE"),
-    (["--config=experiments/default.py:huge"],
-     "error: flag --config=experiments/default.py:huge: unknown variant 'huge'"),
-    (["--config.model.layer=2"], "error: --config.model.layer: the --config file has no field "
-                                 "'layer'; did you mean \"layers\" instead of \"layer\"?"),
-    (["extra"], "error: unexpected arguments ['extra']"),
-    (["--batch_size=0"], "error: --config.train.batch_size must be at least 1"),
-    (["--beam_size=-2"], "error: --config.train.beam_size must be at least 1, got -2"),
-    (["--bridge=copy", "--bidirectional=false", "--config.model.decoder_hidden=7"],
-     "--bridge=dense"),
-    (["--dataset=nope"], "error: unknown dataset 'nope'"),
-    (["--sampling_schedule=exponential", "--config.sampling.exponential_base=3"],
-     "0 < --config.sampling.exponential_base < 1"),
-    (["--sampling_probability=1.5"], "error: --sampling_probability must lie in [0, 1], got 1.5"),
-    (["--config.data.buckets=4,6"], "the largest bucket 6 cannot hold max_len=8; end the list "
-                                    "with 8"),
-    (["--config.data.buckets=8,4,8"], "strictly increasing"),
-    (["--config.train.batch_type=tokens", "--batch_size=5"], "raise batch_size to at least 9"),
-    (["--config.train.batch_type=words"], "choose one of ['sentences', 'tokens']"),
-])
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (
+            ["--bridge=bogus"],
+            "error: flag --bridge=bogus: value should be one of "
+            f"<{'|'.join(model.BRIDGE_SPELLINGS)}>",
+        ),
+        (["--bridg=copy"], "error: Unknown command line flag 'bridg'. Did you mean: bridge ?"),
+        (["--layers=two"], "error: flag --layers=two: invalid literal for int()"),
+        (
+            ["--config=experiments/nope.py"],
+            "error: --config: [Errno 2] No such file or directory: "
+            "'experiments/nope.py'; give an existing FILE",
+        ),
+        (
+            ["--config=experiments/default.py:huge"],
+            "error: flag --config=experiments/default.py:huge: unknown variant 'huge'",
+        ),
+        (
+            ["--config.model.layer=2"],
+            "error: --config.model.layer: the --config file has no field "
+            '\'layer\'; did you mean "layers" instead of "layer"?',
+        ),
+        (["extra"], "error: unexpected arguments ['extra']"),
+        (["--batch_size=0"], "error: --config.train.batch_size must be at least 1"),
+        (["--beam_size=-2"], "error: --config.train.beam_size must be at least 1, got -2"),
+        (
+            ["--bridge=copy", "--bidirectional=false", "--config.model.decoder_hidden=7"],
+            "--bridge=dense",
+        ),
+        (["--dataset=nope"], "error: unknown dataset 'nope'"),
+        (
+            ["--sampling_schedule=exponential", "--config.sampling.exponential_base=3"],
+            "0 < --config.sampling.exponential_base < 1",
+        ),
+        (
+            ["--sampling_probability=1.5"],
+            "error: --sampling_probability must lie in [0, 1], got 1.5",
+        ),
+        (
+            ["--config.data.buckets=4,6"],
+            "the largest bucket 6 cannot hold max_len=8; end the list with 8",
+        ),
+        (["--config.data.buckets=8,4,8"], "strictly increasing"),
+        (["--config.train.batch_type=tokens", "--batch_size=5"], "raise batch_size to at least 9"),
+        (["--config.train.batch_type=words"], "choose one of ['sentences', 'tokens']"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_status_2(tmp_path, flags, message):
     """Flags that do not parse too: absl alone would print two lines and exit 1, and
     ml_collections' --config a traceback."""
@@ -289,12 +331,17 @@ def test_bad_input_is_one_line_and_exit_status_2(tmp_path, flags, message):
 def test_a_workdir_resumes_only_its_own_model_and_data(tmp_path):
     code, _, err = run(tmp_path, "--steps=10", "--checkpoint_every=10", "--eval_every=1000")
     assert code == 0, err[-2000:]
-    saved = {name: (tmp_path / name).read_bytes()
-             for name in ("config.json", "vocab.src.txt", "metrics.jsonl")}
-    for flag, field in (("--hidden=24", "model.hidden=16"), ("--dataset=copy", "data.dataset="),
-                        # Clipping off: the optimizer state loses a part; its checkpoints would
-                        # all fail to restore, be taken for damaged and the run start at 0.
-                        ("--config.train.clip_norm=0", "train.clip_norm=1.0")):
+    saved = {
+        name: (tmp_path / name).read_bytes()
+        for name in ("config.json", "vocab.src.txt", "metrics.jsonl")
+    }
+    for flag, field in (
+        ("--hidden=24", "model.hidden=16"),
+        ("--dataset=copy", "data.dataset="),
+        # Clipping off: the optimizer state loses a part; its checkpoints would
+        # all fail to restore, be taken for damaged and the run start at 0.
+        ("--config.train.clip_norm=0", "train.clip_norm=1.0"),
+    ):
         code, out, err = run(tmp_path, "--steps=20", flag)
         assert code == 2
         last = err.strip().splitlines()[-1]
@@ -304,17 +351,26 @@ def test_a_workdir_resumes_only_its_own_model_and_data(tmp_path):
         assert os.listdir(tmp_path / "checkpoints") == ["10"]
         assert not (tmp_path / "corrupt_checkpoints").exists()
         assert all((tmp_path / name).read_bytes() == data for name, data in saved.items())
-    code, out, err = run(tmp_path, "--steps=20", "--learning_rate=0.002",  # train may change
-                         "--config.train.clip_norm=0.5")  # the same state: clipping still on
+    code, out, err = run(
+        tmp_path,
+        "--steps=20",
+        "--learning_rate=0.002",  # train may change
+        "--config.train.clip_norm=0.5",
+    )  # the same state: clipping still on
     assert code == 0, err[-2000:]
     assert "resumed from checkpoint 10" in err and final_json(out)["step"] == 20
 
 
-@pytest.mark.parametrize("workdir,message", [
-    ("file", "is a file; give a directory path"),
-    ("file/sub", "cannot be created or written (Not a directory); give a writable directory "
-                 "path"),
-])
+@pytest.mark.parametrize(
+    "workdir,message",
+    [
+        ("file", "is a file; give a directory path"),
+        (
+            "file/sub",
+            "cannot be created or written (Not a directory); give a writable directory path",
+        ),
+    ],
+)
 def test_a_workdir_that_cannot_hold_a_run_is_one_line(tmp_path, workdir, message):
     (tmp_path / "file").write_text("not a directory")
     code, out, err = run(tmp_path / workdir, timeout=120)
@@ -327,15 +383,16 @@ def test_a_config_file_that_fails_to_load_is_one_line_too(tmp_path):
     config.write_text("import no_such_module_here\n\ndef get_config():\n    return None\n")
     code, out, err = run(tmp_path, f"--config={config}", timeout=120)
     assert code == 2 and "Traceback" not in err
-    assert err.strip().splitlines()[-1] == ("error: the --config file raised "
-                                            "ModuleNotFoundError: No module named "
-                                            "'no_such_module_here'")
+    assert err.strip().splitlines()[-1] == (
+        "error: the --config file raised ModuleNotFoundError: No module named 'no_such_module_here'"
+    )
 
 
 @pytest.mark.parametrize("bridge", model.BRIDGE_SPELLINGS)
 def test_every_bridge_trains_from_the_command_line(tmp_path, bridge):
-    code, out, err = run(tmp_path, f"--bridge={bridge}", "--steps=60", "--eval_every=60",
-                         "--checkpoint_every=60")
+    code, out, err = run(
+        tmp_path, f"--bridge={bridge}", "--steps=60", "--eval_every=60", "--checkpoint_every=60"
+    )
     assert code == 0, err[-2000:]
     train = rows(tmp_path)
     assert train[-1]["loss"] < train[0]["loss"] - 0.2
@@ -348,8 +405,10 @@ def test_a_second_run_on_a_busy_workdir_names_the_holder_and_touches_nothing(tmp
         code, out, err = run(tmp_path, timeout=120)
     assert code == 2, err[-2000:]
     last = err.strip().splitlines()[-1]
-    assert last.startswith(f"error: --workdir={tmp_path} is in use by pid {os.getpid()} on host "
-                           f"{socket.gethostname()} since "), last
+    assert last.startswith(
+        f"error: --workdir={tmp_path} is in use by pid {os.getpid()} on host "
+        f"{socket.gethostname()} since "
+    ), last
     assert last.endswith("wait for that run to end (or stop it), or give another --workdir")
     assert os.listdir(tmp_path) == [".lock"]
 

@@ -1,5 +1,6 @@
 """run_log: metrics.jsonl survives a torn last row, a full disk is one line, a failed first
 run's files are not reused, and a full disk during training keeps the last checkpoint."""
+
 import errno
 import json
 import os
@@ -9,8 +10,8 @@ import pytest
 import tensorboardX.record_writer
 
 from s2s_jax import cli, config_files
-from s2s_jax.training import run_log, train
 from s2s_jax.data.datasets import SRC_VOCAB_FILE, TGT_VOCAB_FILE
+from s2s_jax.training import run_log, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -117,7 +118,8 @@ def _fill_disk_after(monkeypatch, step):
 
 
 def test_a_full_disk_is_one_line_error_and_the_run_resumes_from_its_last_checkpoint(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     config = config_files.load_config_file(os.path.join(ROOT, "experiments", "default.py"), "tiny")
     config.train.update(steps=30, checkpoint_every=10, eval_every=1000)
     workdir = str(tmp_path / "run")
@@ -129,8 +131,10 @@ def test_a_full_disk_is_one_line_error_and_the_run_resumes_from_its_last_checkpo
     assert isinstance(err, run_log.WriteError)  # cli: `error: ...`, exit status 2
     message = str(err)
     assert "\n" not in message and "Traceback" not in message
-    assert message.startswith(f"cannot write metrics to {os.path.join(workdir, 'metrics.jsonl')} "
-                              "(No space left on device); free space there")
+    assert message.startswith(
+        f"cannot write metrics to {os.path.join(workdir, 'metrics.jsonl')} "
+        "(No space left on device); free space there"
+    )
     assert "rerun the same command" in message
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["10", "20"]
     # With space again, the same call resumes from checkpoint 20 and ends with unique rows.
@@ -138,5 +142,10 @@ def test_a_full_disk_is_one_line_error_and_the_run_resumes_from_its_last_checkpo
     assert result["step"] == 30
     with open(os.path.join(workdir, run_log.METRICS_FILE)) as f:
         rows = [json.loads(line) for line in f]
-    assert [(r["step"], r.get("split")) for r in rows] == [(10, None), (20, None), (30, None),
-                                                           (30, "valid"), (30, "test")]
+    assert [(r["step"], r.get("split")) for r in rows] == [
+        (10, None),
+        (20, None),
+        (30, None),
+        (30, "valid"),
+        (30, "test"),
+    ]

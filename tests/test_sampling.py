@@ -9,17 +9,24 @@ from s2s_jax.models import sampling
 from s2s_jax.models.sampling import ScheduleParams
 
 
-@pytest.mark.parametrize("name,sp,step,want", [
-    ("constant", ScheduleParams(0.3), 12345, 0.3),
-    ("linear", ScheduleParams(1.0, linear_slope=1e-3, linear_floor=0.2), 0, 0.0),
-    ("linear", ScheduleParams(1.0, linear_slope=1e-3, linear_floor=0.2), 500, 0.5),
-    ("linear", ScheduleParams(1.0, linear_slope=1e-3, linear_floor=0.2), 5000, 0.8),  # floor
-    ("linear", ScheduleParams(1.0, linear_start=0.9, linear_slope=1e-3), 100, 0.2),  # start
-    ("linear", ScheduleParams(0.25, linear_slope=1e-3), 500, 0.25),  # cap
-    ("exponential", ScheduleParams(1.0, exponential_base=0.99), 100, 1 - 0.99 ** 100),
-    ("inverse_sigmoid", ScheduleParams(1.0, inverse_sigmoid_k=100.0), 300,
-     1 - 100 / (100 + math.exp(3.0))),
-])
+@pytest.mark.parametrize(
+    "name,sp,step,want",
+    [
+        ("constant", ScheduleParams(0.3), 12345, 0.3),
+        ("linear", ScheduleParams(1.0, linear_slope=1e-3, linear_floor=0.2), 0, 0.0),
+        ("linear", ScheduleParams(1.0, linear_slope=1e-3, linear_floor=0.2), 500, 0.5),
+        ("linear", ScheduleParams(1.0, linear_slope=1e-3, linear_floor=0.2), 5000, 0.8),  # floor
+        ("linear", ScheduleParams(1.0, linear_start=0.9, linear_slope=1e-3), 100, 0.2),  # start
+        ("linear", ScheduleParams(0.25, linear_slope=1e-3), 500, 0.25),  # cap
+        ("exponential", ScheduleParams(1.0, exponential_base=0.99), 100, 1 - 0.99**100),
+        (
+            "inverse_sigmoid",
+            ScheduleParams(1.0, inverse_sigmoid_k=100.0),
+            300,
+            1 - 100 / (100 + math.exp(3.0)),
+        ),
+    ],
+)
 def test_schedules_follow_bengio_et_al(name, sp, step, want):
     np.testing.assert_allclose(sampling.probability_at(name, step, sp), want, rtol=1e-5, atol=1e-6)
 
@@ -64,14 +71,22 @@ def test_default_parameters_ramp_each_schedule_to_its_cap_in_a_default_run(name)
     assert sampling.flat_schedule_warning(name, sp, 1500) is None
 
 
-@pytest.mark.parametrize("name,sp,steps,says", [
-    ("linear", ScheduleParams(0.25, linear_slope=0.0), 1500, "stays below 1% of its cap 0.25"),
-    ("linear", ScheduleParams(0.25, linear_start=150.0), 1500, "p = 0 at the last one"),  # k=150
-    ("linear", ScheduleParams(0.25, linear_start=0.5), 1500, "at its cap 0.25 from step 0"),
-    ("exponential", ScheduleParams(0.1, exponential_base=0.99999), 100, "stays below 1%"),
-    ("inverse_sigmoid", ScheduleParams(0.25, inverse_sigmoid_k=1e6), 100, "stays below 1%"),
-    ("inverse_sigmoid", ScheduleParams(0.25, inverse_sigmoid_k=1.0), 100, "at its cap 0.25"),
-])
+@pytest.mark.parametrize(
+    "name,sp,steps,says",
+    [
+        ("linear", ScheduleParams(0.25, linear_slope=0.0), 1500, "stays below 1% of its cap 0.25"),
+        (
+            "linear",
+            ScheduleParams(0.25, linear_start=150.0),
+            1500,
+            "p = 0 at the last one",
+        ),  # k=150
+        ("linear", ScheduleParams(0.25, linear_start=0.5), 1500, "at its cap 0.25 from step 0"),
+        ("exponential", ScheduleParams(0.1, exponential_base=0.99999), 100, "stays below 1%"),
+        ("inverse_sigmoid", ScheduleParams(0.25, inverse_sigmoid_k=1e6), 100, "stays below 1%"),
+        ("inverse_sigmoid", ScheduleParams(0.25, inverse_sigmoid_k=1.0), 100, "at its cap 0.25"),
+    ],
+)
 def test_a_schedule_that_never_moves_gets_one_warning_line(name, sp, steps, says):
     warning = sampling.flat_schedule_warning(name, sp, steps)
     assert says in warning and "\n" not in warning and "--config.sampling." in warning
@@ -128,8 +143,7 @@ def _draws(logits, count, seed=0):
     return np.asarray(jax.jit(jax.vmap(sampling.categorical, (0, None)))(keys, logits))  # [N, B]
 
 
-@pytest.mark.parametrize("vocab,dtype",
-                         [(70, jnp.float32), (97, jnp.float32), (97, jnp.bfloat16)])
+@pytest.mark.parametrize("vocab,dtype", [(70, jnp.float32), (97, jnp.float32), (97, jnp.bfloat16)])
 def test_categorical_frequencies_follow_the_softmax(vocab, dtype):
     # 70: blocks of 10 (a divisor); 97: blocks of 10 with padding; bfloat16 logits (a model's
     # compute dtype) must be drawn from as exactly as float32 ones.
@@ -156,8 +170,9 @@ def test_categorical_never_draws_an_impossible_token():
     assert set(np.unique(ids[:, 0])) == {0, 9, 10, 96}
     assert np.all(ids[:, 1] == 96) and np.all(ids[:, 2] == 0)
     assert ids[:, 3].max() < 40 and len(np.unique(ids[:, 3])) == 40
-    np.testing.assert_array_equal(sampling.categorical(jax.random.PRNGKey(0), jnp.zeros((3, 1))),
-                                  [0, 0, 0])
+    np.testing.assert_array_equal(
+        sampling.categorical(jax.random.PRNGKey(0), jnp.zeros((3, 1))), [0, 0, 0]
+    )
 
 
 def test_inverse_cdf_ends_at_the_first_and_last_possible_tokens():

@@ -1,4 +1,5 @@
 """Stop requests: the first SIGTERM or Ctrl-C sets the flag, a second Ctrl-C interrupts."""
+
 import os
 import signal
 

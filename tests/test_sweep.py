@@ -4,6 +4,7 @@ Most tests drive s2s_jax.studies.sweep in-process with a fake `start` that write
 instead of training; one test runs the real command (tiny runs through run.py and through the
 vmapped multiseed program) and one checks bad input on the command line.
 """
+
 import csv
 import json
 import math
@@ -22,18 +23,30 @@ BRIDGES_TINY = os.path.join(ROOT, "experiments", "bridges.py") + ":tiny"
 
 # --- Jobs -----------------------------------------------------------------------------------
 def test_jobs_run_every_seed_of_every_point_with_its_overrides():
-    points = [grid.Point(f"bridge=dense,bidirectional={b}",
-                         (("model.bridge", "dense"), ("model.bidirectional", b == "true")), 7)
-              for b in ("true", "false")]
+    points = [
+        grid.Point(
+            f"bridge=dense,bidirectional={b}",
+            (("model.bridge", "dense"), ("model.bidirectional", b == "true")),
+            7,
+        )
+        for b in ("true", "false")
+    ]
     fixed = (("train.steps", 7),)
     jobs = sweep.make_jobs("/w", "/e.py", "tiny", points, [0, 1], fixed)
     assert [(j.point.name, j.seeds) for j in jobs] == [
-        ("bridge=dense,bidirectional=true", (0,)), ("bridge=dense,bidirectional=true", (1,)),
-        ("bridge=dense,bidirectional=false", (0,)), ("bridge=dense,bidirectional=false", (1,))]
-    assert jobs[1].command[2:] == ("--config=/e.py:tiny",
-                                   "--workdir=/w/bridge=dense,bidirectional=true/seed1",
-                                   "--config.train.steps=7", "--config.model.bridge=dense",
-                                   "--config.model.bidirectional=true", "--config.train.seed=1")
+        ("bridge=dense,bidirectional=true", (0,)),
+        ("bridge=dense,bidirectional=true", (1,)),
+        ("bridge=dense,bidirectional=false", (0,)),
+        ("bridge=dense,bidirectional=false", (1,)),
+    ]
+    assert jobs[1].command[2:] == (
+        "--config=/e.py:tiny",
+        "--workdir=/w/bridge=dense,bidirectional=true/seed1",
+        "--config.train.steps=7",
+        "--config.model.bridge=dense",
+        "--config.model.bidirectional=true",
+        "--config.train.seed=1",
+    )
     vjobs = sweep.make_jobs("/w", "/e.py", "", points, [0, 1], fixed, vmap=True)
     assert [j.seeds for j in vjobs] == [(0, 1), (0, 1)] and "--seeds=0,1" in vjobs[0].command
 
@@ -73,8 +86,16 @@ class FakeRuns:
                 self.stop.requested = True
                 status = 143
             else:
-                rows.append({"step": job.point.steps, "split": "test", "loss": 0.5,
-                             "exact_match": 0.1 * seed, "token_accuracy": 0.9, "bleu": 50.0})
+                rows.append(
+                    {
+                        "step": job.point.steps,
+                        "split": "test",
+                        "loss": 0.5,
+                        "exact_match": 0.1 * seed,
+                        "token_accuracy": 0.9,
+                        "bleu": 50.0,
+                    }
+                )
             with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
                 f.writelines(json.dumps(r) + "\n" for r in rows)
         return _Handle(status)
@@ -87,8 +108,9 @@ def test_a_stopped_sweep_restarted_runs_only_the_missing_points(tmp_path):
     stop = sweep.StopRequest()
     first = FakeRuns(str(tmp_path), stop, stop_at="bridge=dense")
     lines = []
-    code = sweep.sweep(BRIDGES_TINY, str(tmp_path), seeds=1, start=first, stop=stop,
-                       report=lines.append, **SWEEP)
+    code = sweep.sweep(
+        BRIDGES_TINY, str(tmp_path), seeds=1, start=first, stop=stop, report=lines.append, **SWEEP
+    )
     assert code == 1  # stopped
     # run.py's exit status after SIGTERM (143) reads as stopped, not failed.
     assert any("bridge=dense seed 0: stopped" in line for line in lines), lines
@@ -98,8 +120,9 @@ def test_a_stopped_sweep_restarted_runs_only_the_missing_points(tmp_path):
         assert [int(r["seeds"]) for r in csv.DictReader(f)] == [1, 0, 0]
 
     second = FakeRuns(str(tmp_path))
-    code = sweep.sweep(BRIDGES_TINY, str(tmp_path), seeds=1, start=second,
-                       report=lambda line: None, **SWEEP)
+    code = sweep.sweep(
+        BRIDGES_TINY, str(tmp_path), seeds=1, start=second, report=lambda line: None, **SWEEP
+    )
     assert code == 0
     assert [s[0] for s in second.started] == ["bridge=dense", "bridge=copy"]
     assert second.started[0][2] == first.started[1][2]  # the same command: run.py resumes it
@@ -107,22 +130,43 @@ def test_a_stopped_sweep_restarted_runs_only_the_missing_points(tmp_path):
         assert [int(r["seeds"]) for r in csv.DictReader(f)] == [1, 1, 1]
 
     third = FakeRuns(str(tmp_path))  # everything finished: nothing runs, even with --vmap
-    assert sweep.sweep(BRIDGES_TINY, str(tmp_path), seeds=1, start=third, vmap=True,
-                       report=lambda line: None, **SWEEP) == 0
+    assert (
+        sweep.sweep(
+            BRIDGES_TINY,
+            str(tmp_path),
+            seeds=1,
+            start=third,
+            vmap=True,
+            report=lambda line: None,
+            **SWEEP,
+        )
+        == 0
+    )
     assert third.started == []
     # One more seed: only the new seed runs, for every point.
     fourth = FakeRuns(str(tmp_path))
-    sweep.sweep(BRIDGES_TINY, str(tmp_path), seeds=2, start=fourth, parallel=2,
-                report=lambda line: None, **SWEEP)
+    sweep.sweep(
+        BRIDGES_TINY,
+        str(tmp_path),
+        seeds=2,
+        start=fourth,
+        parallel=2,
+        report=lambda line: None,
+        **SWEEP,
+    )
     assert sorted((s[0], s[1]) for s in fourth.started) == [
-        ("bridge=copy", (1,)), ("bridge=dense", (1,)), ("bridge=zero", (1,))]
+        ("bridge=copy", (1,)),
+        ("bridge=dense", (1,)),
+        ("bridge=zero", (1,)),
+    ]
 
 
 def test_a_failed_point_is_reported_and_the_others_still_run(tmp_path):
     lines = []
     runs = FakeRuns(str(tmp_path), fail=("bridge=dense",))
-    code = sweep.sweep(BRIDGES_TINY, str(tmp_path), seeds=2, start=runs, parallel=2,
-                       report=lines.append, **SWEEP)
+    code = sweep.sweep(
+        BRIDGES_TINY, str(tmp_path), seeds=2, start=runs, parallel=2, report=lines.append, **SWEEP
+    )
     assert code == 1
     assert len(runs.started) == 6
     failed = "bridge=dense seed 0: exit 2: error: the loss became nan at step 3"
@@ -149,20 +193,40 @@ def test_results_csv_aggregates_exactly_the_final_test_rows(tmp_path):
         for seed in range(3):
             final = {m: float(rs.rand()) for m in metrics}
             finals.append(final)
-            _write(results.seed_dir(str(tmp_path), point, seed), [
-                {"step": 10, "loss": 3.0 + seed, "token_accuracy": 0.1},
-                {"step": 20, "split": "valid", "loss": 9.0, "exact_match": 9.0, "bleu": 9.0,
-                 "token_accuracy": 9.0},
-                {"step": 20, "split": "test", "loss": 7.0, "exact_match": 7.0, "bleu": 7.0,
-                 "token_accuracy": 7.0},  # an earlier test row (e.g. before --steps was raised)
-                {"step": 30, "loss": 1.0 + seed, "token_accuracy": 0.5},
-                {"step": 30, "split": "test", **final}])
+            _write(
+                results.seed_dir(str(tmp_path), point, seed),
+                [
+                    {"step": 10, "loss": 3.0 + seed, "token_accuracy": 0.1},
+                    {
+                        "step": 20,
+                        "split": "valid",
+                        "loss": 9.0,
+                        "exact_match": 9.0,
+                        "bleu": 9.0,
+                        "token_accuracy": 9.0,
+                    },
+                    {
+                        "step": 20,
+                        "split": "test",
+                        "loss": 7.0,
+                        "exact_match": 7.0,
+                        "bleu": 7.0,
+                        "token_accuracy": 7.0,
+                    },  # an earlier test row (e.g. before --steps was raised)
+                    {"step": 30, "loss": 1.0 + seed, "token_accuracy": 0.5},
+                    {"step": 30, "split": "test", **final},
+                ],
+            )
         expected[point] = finals
     # A seed that has not finished (no test row at step 30; a half-written last line) is left out.
-    _write(results.seed_dir(str(tmp_path), "bridge=zero", 3),
-           [{"step": 10, "loss": 0.0}, {"step": 20, "split": "test", "loss": 0.0}], '{"step": 3')
-    points = [{"name": n, "settings": {"model.bridge": n.split("=")[1]}, "steps": 30}
-              for n in expected]
+    _write(
+        results.seed_dir(str(tmp_path), "bridge=zero", 3),
+        [{"step": 10, "loss": 0.0}, {"step": 20, "split": "test", "loss": 0.0}],
+        '{"step": 3',
+    )
+    points = [
+        {"name": n, "settings": {"model.bridge": n.split("=")[1]}, "steps": 30} for n in expected
+    ]
     collected = results.collect(str(tmp_path), points, [0, 1, 2, 3])
     results.write_all(str(tmp_path), collected, metrics)
 
@@ -205,8 +269,10 @@ def test_points_are_compared_with_the_baseline_seed_by_seed_over_their_common_se
     assert got.std < 0.5 * min(np.std([0.5, 0.6, 0.8], ddof=1), np.std([0.52, 0.59, 0.84], ddof=1))
     md = results.markdown([base, other], ["exact_match", "loss"], baseline="p=0")
     rows = [line for line in md.splitlines() if line.startswith("| p=0")]
-    assert rows[-1] == (f"| p=0.1 | {np.mean(diffs):+.3f} ± {np.std(diffs, ddof=1):.3f} (2/3) | "
-                        f"{-np.mean(diffs):+.3f} ± {np.std(diffs, ddof=1):.3f} (1/3) |")
+    assert rows[-1] == (
+        f"| p=0.1 | {np.mean(diffs):+.3f} ± {np.std(diffs, ddof=1):.3f} (2/3) | "
+        f"{-np.mean(diffs):+.3f} ± {np.std(diffs, ddof=1):.3f} (1/3) |"
+    )
     assert "Paired by seed against `p=0`" in md
     assert "Paired" not in results.markdown([base, other], ["exact_match"])  # no baseline
     lone = results.paired(_point("one", [1], [0.7]), base, "exact_match")
@@ -216,9 +282,18 @@ def test_points_are_compared_with_the_baseline_seed_by_seed_over_their_common_se
 
 def test_a_sweep_with_a_baseline_records_it_and_tabulates_the_paired_differences(tmp_path):
     runs = FakeRuns(str(tmp_path))
-    assert sweep.sweep(BRIDGES_TINY, str(tmp_path), seeds=2, start=runs,
-                       report=lambda line: None, baseline_flags=("model.bridge=zero",),
-                       **SWEEP) == 0
+    assert (
+        sweep.sweep(
+            BRIDGES_TINY,
+            str(tmp_path),
+            seeds=2,
+            start=runs,
+            report=lambda line: None,
+            baseline_flags=("model.bridge=zero",),
+            **SWEEP,
+        )
+        == 0
+    )
     with open(tmp_path / results.MANIFEST) as f:
         assert json.load(f)["baseline"] == "bridge=zero"
     md = (tmp_path / "results.md").read_text()
@@ -228,28 +303,43 @@ def test_a_sweep_with_a_baseline_records_it_and_tabulates_the_paired_differences
     assert "| bridge=copy | +0.000 ± 0.000 (0/2) |" in md
     # Rebuilding the tables from the manifest keeps the comparison.
     os.remove(tmp_path / "results.md")
-    proc = subprocess.run([sys.executable, "-m", "s2s_jax.studies.results", f"--workdir={tmp_path}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "s2s_jax.studies.results", f"--workdir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "results.md").read_text() == md
 
 
 def test_a_sweep_workdir_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / "file").write_text("")
-    code, out, err = _sweep(f"--config={BRIDGES_TINY}", f"--workdir={tmp_path / 'file'}",
-                            timeout=120)
+    code, out, err = _sweep(
+        f"--config={BRIDGES_TINY}", f"--workdir={tmp_path / 'file'}", timeout=120
+    )
     assert code == 2
-    assert err.strip().splitlines()[-1] == (f"error: --workdir={tmp_path / 'file'} is a file; "
-                                            "give a directory path")
+    assert err.strip().splitlines()[-1] == (
+        f"error: --workdir={tmp_path / 'file'} is a file; give a directory path"
+    )
 
 
 def test_rebuilding_results_without_a_sweep_is_one_line_and_exit_status_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "s2s_jax.studies.results", f"--workdir={tmp_path}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "s2s_jax.studies.results", f"--workdir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"error: {tmp_path / results.MANIFEST} not found; pass the --workdir of a s2s_jax.studies.sweep "
-        "run"]
+        f"error: {tmp_path / results.MANIFEST} not found; pass the --workdir of a "
+        "s2s_jax.studies.sweep run"
+    ]
 
 
 def test_mean_std_of_one_seed_has_no_std():
@@ -266,8 +356,14 @@ def _env():
 
 
 def _start_sweep(*flags):
-    return subprocess.Popen([sys.executable, "-m", "s2s_jax.studies.sweep", *flags], cwd=ROOT, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "s2s_jax.studies.sweep", *flags],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _sweep(*flags, timeout=300):
@@ -280,12 +376,18 @@ def _sweep(*flags, timeout=300):
 
 
 def test_real_sweeps_vmapped_seeds_match_run_py_and_a_rerun_does_nothing(tmp_path):
-    common = [f"--config={BRIDGES_TINY}", "--axis=model.bridge=dense", "--set=train.steps=20",
-              "--set=train.eval_every=10"]
+    common = [
+        f"--config={BRIDGES_TINY}",
+        "--axis=model.bridge=dense",
+        "--set=train.steps=20",
+        "--set=train.eval_every=10",
+    ]
     runs, vmap = tmp_path / "runs", tmp_path / "vmap"
     # Both at once (two cores): seed 0 through run.py, seeds 0 and 1 in one vmapped program.
-    procs = [_start_sweep(*common, "--seeds=1", f"--workdir={runs}"),
-             _start_sweep(*common, "--seeds=2", f"--workdir={vmap}", "--vmap")]
+    procs = [
+        _start_sweep(*common, "--seeds=1", f"--workdir={runs}"),
+        _start_sweep(*common, "--seeds=2", f"--workdir={vmap}", "--vmap"),
+    ]
     try:
         outputs = [p.communicate(timeout=300) for p in procs]
     finally:
@@ -325,10 +427,24 @@ def test_the_seeds_of_a_point_share_compiled_steps_through_the_sweep_cache(tmp_p
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     env["JAX_DEBUG_LOG_MODULES"] = "jax._src.compiler"  # logs each persistent-cache hit
     proc = subprocess.run(
-        [sys.executable, "-m", "s2s_jax.studies.sweep", f"--config={BRIDGES_TINY}",
-         "--axis=model.bridge=copy", "--set=train.steps=4", "--set=train.eval_every=4",
-         "--seeds=2", f"--workdir={tmp_path}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+        [
+            sys.executable,
+            "-m",
+            "s2s_jax.studies.sweep",
+            f"--config={BRIDGES_TINY}",
+            "--axis=model.bridge=copy",
+            "--set=train.steps=4",
+            "--set=train.eval_every=4",
+            "--seeds=2",
+            f"--workdir={tmp_path}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     cached = os.listdir(tmp_path / sweep.CACHE_DIR)
     assert any(name.startswith("jit_train_step") for name in cached), cached
@@ -337,18 +453,30 @@ def test_the_seeds_of_a_point_share_compiled_steps_through_the_sweep_cache(tmp_p
     assert hit not in logs[0] and hit in logs[1]
 
 
-@pytest.mark.parametrize("flags,message", [
-    ([f"--config={BRIDGES_TINY}", "--axis=model.bridgee=zero"],
-     "error: unknown config field 'model.bridgee' (did you mean model.bridge?)"),
-    ([f"--config={BRIDGES_TINY}", "--axis=model.bridge="], "error: the grid is empty"),
-    (["--config=experiments/nope.py"], "error: config file"),
-    ([f"--config={BRIDGES_TINY[:-5]}:huge"], "error: unknown variant 'huge'"),
-    ([f"--config={BRIDGES_TINY}", "--baseline=model.bridge=nope"],
-     "error: baseline model.bridge=nope matches 0 grid points"),
-    ([f"--config={BRIDGES_TINY}", "--seeds=three"], "error: flag --seeds=three: invalid literal"),
-    ([f"--config={BRIDGES_TINY}", "--parralel=2"],
-     "error: Unknown command line flag 'parralel'. Did you mean: parallel ?"),
-])
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (
+            [f"--config={BRIDGES_TINY}", "--axis=model.bridgee=zero"],
+            "error: unknown config field 'model.bridgee' (did you mean model.bridge?)",
+        ),
+        ([f"--config={BRIDGES_TINY}", "--axis=model.bridge="], "error: the grid is empty"),
+        (["--config=experiments/nope.py"], "error: config file"),
+        ([f"--config={BRIDGES_TINY[:-5]}:huge"], "error: unknown variant 'huge'"),
+        (
+            [f"--config={BRIDGES_TINY}", "--baseline=model.bridge=nope"],
+            "error: baseline model.bridge=nope matches 0 grid points",
+        ),
+        (
+            [f"--config={BRIDGES_TINY}", "--seeds=three"],
+            "error: flag --seeds=three: invalid literal",
+        ),
+        (
+            [f"--config={BRIDGES_TINY}", "--parralel=2"],
+            "error: Unknown command line flag 'parralel'. Did you mean: parallel ?",
+        ),
+    ],
+)
 def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, flags, message):
     code, out, err = _sweep(*flags, f"--workdir={tmp_path}", timeout=120)
     assert code == 2

@@ -1,5 +1,6 @@
 """train.train_and_evaluate's stop on SIGTERM, in-process (the signal itself is sent to run.py in
 test_run.py; here its timing is made the worst case on purpose), and the train section's checks."""
+
 import json
 import os
 
@@ -7,7 +8,7 @@ import pytest
 
 from s2s_jax import config_files
 from s2s_jax.studies import multiseed
-from s2s_jax.training import host_memory, train
+from s2s_jax.training import host_memory, settings, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -71,23 +72,26 @@ def test_a_step_whose_temporaries_glibc_cannot_keep_is_warned_about(tmp_path, mo
     assert "--malloc_tuning=keep_one_arena" in advice
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("beam_size", 0, "--config.train.beam_size must be at least 1, got 0"),
-    ("eval_batch_size", -4, "--config.train.eval_batch_size must be at least 1, got -4"),
-    ("learning_rate", 0.0, "--learning_rate must be positive, got 0.0"),
-    ("warmup_steps", -5, "warmup_steps and clip_norm must be at least 0"),
-    ("clip_norm", -1.0, "warmup_steps and clip_norm must be at least 0"),
-    ("label_smoothing", 1.0, "label_smoothing must lie in [0, 1), got 1.0"),
-    ("best_metric", "bogus", "unknown --config.train.best_metric 'bogus'"),
-    ("seed", -1, "--seed must be at least 0"),
-    ("eval_max_examples", -1, "eval_max_examples must be at least 0 (0: all), got -1"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("beam_size", 0, "--config.train.beam_size must be at least 1, got 0"),
+        ("eval_batch_size", -4, "--config.train.eval_batch_size must be at least 1, got -4"),
+        ("learning_rate", 0.0, "--learning_rate must be positive, got 0.0"),
+        ("warmup_steps", -5, "warmup_steps and clip_norm must be at least 0"),
+        ("clip_norm", -1.0, "warmup_steps and clip_norm must be at least 0"),
+        ("label_smoothing", 1.0, "label_smoothing must lie in [0, 1), got 1.0"),
+        ("best_metric", "bogus", "unknown --config.train.best_metric 'bogus'"),
+        ("seed", -1, "--seed must be at least 0"),
+        ("eval_max_examples", -1, "eval_max_examples must be at least 0 (0: all), got -1"),
+    ],
+)
 def test_a_train_section_that_would_run_but_mean_nothing_is_rejected(field, value, message):
     t = _tiny().train
-    train.check_train(t)  # the tiny config itself passes
+    settings.check_train(t)  # the tiny config itself passes
     t[field] = value
     with pytest.raises(ValueError) as err:
-        train.make_optimizer(t)  # every path that builds the optimizer checks the section
+        settings.make_optimizer(t)  # every path that builds the optimizer checks the section
     assert message in str(err.value)
 
 
@@ -95,12 +99,12 @@ def test_aux_inputs_no_pipeline_supplies_are_rejected_with_the_fix():
     c = _tiny()
     c.model.aux_dim = 3
     with pytest.raises(ValueError) as err:
-        train.model_config(c, 24, 24)
+        settings.model_config(c, 24, 24)
     msg = str(err.value)
     assert msg.startswith("model.aux_dim=3, but no data pipeline supplies auxiliary decoder inputs")
     assert "--config.model.aux_dim=0" in msg and "\n" not in msg
     c.model.aux_dim = 0
-    assert train.model_config(c, 24, 24).aux_dim == 0
+    assert settings.model_config(c, 24, 24).aux_dim == 0
 
 
 def _metric_rows(workdir):
@@ -110,7 +114,8 @@ def _metric_rows(workdir):
 
 
 def test_a_run_stopped_between_two_rows_writes_the_next_one_as_an_uninterrupted_run(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     """The checkpoint of a stop at step 2 keeps steps 1-2's metrics, so the row at the next log
     step still averages all of its steps (it used to average only those after the resume)."""
     config = _tiny()
@@ -124,7 +129,8 @@ def test_a_run_stopped_between_two_rows_writes_the_next_one_as_an_uninterrupted_
 
 
 def test_the_seeds_program_stopped_between_two_rows_writes_the_next_one_as_uninterrupted(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     """The same for the vmapped seeds, which run the same loop: each seed's checkpoint keeps its
     own metrics since the last row (they used to restart the averages at the resumed step)."""
     config = _tiny()
@@ -133,8 +139,10 @@ def test_the_seeds_program_stopped_between_two_rows_writes_the_next_one_as_unint
     with monkeypatch.context() as patch:
         patch.setattr(multiseed, "StopRequest", _LateStop)
         stopped = multiseed.train_and_evaluate_seeds(config, [0, 1], str(tmp_path / "stopped"))
-    assert stopped == {0: {"stopped_at": 2, "signal": "SIGTERM"},
-                       1: {"stopped_at": 2, "signal": "SIGTERM"}}
+    assert stopped == {
+        0: {"stopped_at": 2, "signal": "SIGTERM"},
+        1: {"stopped_at": 2, "signal": "SIGTERM"},
+    }
     result = multiseed.train_and_evaluate_seeds(config, [0, 1], str(tmp_path / "stopped"))
     assert {seed: r["step"] for seed, r in result.items()} == {0: 12, 1: 12}
     for seed in ("seed0", "seed1"):

@@ -12,7 +12,7 @@ import os
 import tensorflow_datasets as tfds
 
 from s2s_jax.data.errors import DataError
-from s2s_jax.data.text_split import carve, read_data_source, TextSplit
+from s2s_jax.data.text_split import TextSplit, carve, read_data_source
 
 PREFIX = "tfds:"
 _VALID_NAMES = ("validation", "valid", "dev")

@@ -3,14 +3,16 @@
 import functools
 import os
 import tempfile
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
-from absl import logging
 import ml_collections
+from absl import logging
 
 from s2s_jax.data import catalog, parallel_text, synthetic
+from s2s_jax.data.buckets import shape_buckets
+from s2s_jax.data.encoding import EncodedSplit, encode_split
 from s2s_jax.data.errors import DataError
-from s2s_jax.data.pipeline import encode_split, EncodedSplit, shape_buckets
 from s2s_jax.data.text_split import TextSplit
 from s2s_jax.data.vocab import TOKENIZERS, Vocab
 
@@ -27,8 +29,10 @@ class Dataset(NamedTuple):
 
 DATASETS = {
     "parallel_text": Dataset(parallel_text.load, "local source<TAB>target files"),
-    **{task: Dataset(functools.partial(synthetic.load, task), entry.description)
-       for task, entry in synthetic.TASKS.items()},
+    **{
+        task: Dataset(functools.partial(synthetic.load, task), entry.description)
+        for task, entry in synthetic.TASKS.items()
+    },
 }
 # 'tfds:NAME/CONFIG' names a TFDS catalog dataset; see catalog.py.
 
@@ -72,7 +76,7 @@ class Data(NamedTuple):
       tgt_vocab: target vocabulary.
       splits: 'train', 'valid', 'test' -> EncodedSplit (random access, len()).
       max_len: the longest side an example may have; targets have one more position.
-      buckets: the batches' shape buckets (pipeline.shape_buckets), ending with max_len.
+      buckets: the batches' shape buckets (buckets.shape_buckets), ending with max_len.
     """
 
     src_vocab: Vocab
@@ -145,8 +149,10 @@ def load_data(cfg, workdir: str | None) -> Data:
             raise NotADirectoryError(0, "it is a file")
         os.makedirs(data_dir, exist_ok=True)
     except OSError as err:
-        raise DataError(f"data_dir={data_dir} cannot be created ({err.strerror or err}); give a "
-                        f"directory path, or '' for <workdir>/tfds") from None
+        raise DataError(
+            f"data_dir={data_dir} cannot be created ({err.strerror or err}); give a "
+            f"directory path, or '' for <workdir>/tfds"
+        ) from None
     if cfg.dataset.startswith(catalog.PREFIX):
         texts = catalog.load(cfg.dataset, cfg, data_dir)
     elif cfg.dataset in DATASETS:

@@ -9,7 +9,7 @@ and invalid UTF-8 are errors, not silently skipped lines.
 import os
 
 from s2s_jax.data.errors import DataError
-from s2s_jax.data.text_split import carve, TextSplit
+from s2s_jax.data.text_split import TextSplit, carve
 from s2s_jax.data.vocab import tokenize
 
 _FORMAT = "write each line as 'source<TAB>target' in UTF-8"

@@ -11,15 +11,16 @@ import fcntl
 import functools
 import os
 import random
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
+import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
-import tensorflow_datasets as tfds
 
 from s2s_jax.data import translate_task
 from s2s_jax.data.errors import DataError
-from s2s_jax.data.text_split import read_data_source, TextSplit
+from s2s_jax.data.text_split import TextSplit, read_data_source
 
 # TFDS split names -> the names used everywhere else in s2s_jax.
 _SPLITS = {"train": "train", "validation": "valid", "test": "test"}
@@ -85,9 +86,12 @@ TASKS = {
     "copy": Task(_sample_symbols, lambda s, p: list(s), "copy the symbols"),
     "reverse": Task(_sample_symbols, lambda s, p: s[::-1], "reverse the symbols"),
     "sort": Task(_sample_symbols, _sorted_symbols, "sort the symbols"),
-    "translate": Task(translate_task.sample, translate_task.translate,
-                      "Zipf words through a lexicon: phrases, dropped words, adjective-noun "
-                      "reordering and agreement (data/translate_task.py)"),
+    "translate": Task(
+        translate_task.sample,
+        translate_task.translate,
+        "Zipf words through a lexicon: phrases, dropped words, adjective-noun "
+        "reordering and agreement (data/translate_task.py)",
+    ),
 }
 
 

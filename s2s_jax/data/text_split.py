@@ -90,7 +90,8 @@ def read_data_source(
 ) -> TextSplit:
     """Reads a whole TFDS data source (array_record) into token lists.
 
-    Batched reads (`__getitems__`) are about 10x faster than one record at a time.
+    Reads in batches (`__getitems__`): one record at a time pays the reader's per-call cost for
+    every record.
 
     Args:
       source: a TFDS data source of feature dicts.

@@ -13,6 +13,7 @@ random lexicon, with what makes translation more than a lookup:
 Every choice is a pure function of the parameters and the seed. With a small training split the
 rarest words of the tail never reach it, as in real text: they are unknowns at test time.
 """
+
 import bisect
 import functools
 import itertools
@@ -82,8 +83,9 @@ def sample(rng: random.Random, p) -> list[str]:
     total = lex.cumulative[-1]
     for _ in range(1000):  # bounded: a lexicon of dropped words only has no other sentence
         length = sample_length(rng, p.min_length, p.max_length)
-        source = [lex.words[bisect.bisect(lex.cumulative, rng.random() * total)]
-                  for _ in range(length)]
+        source = [
+            lex.words[bisect.bisect(lex.cumulative, rng.random() * total)] for _ in range(length)
+        ]
         if translate(source, p):
             break
     return source

@@ -2,7 +2,7 @@
 
 import collections
 import os
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from s2s_jax.data.errors import DataError
 

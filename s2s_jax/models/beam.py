@@ -11,7 +11,8 @@ score, so a longer hypothesis can survive pruning that its raw log-probability w
 The length counts the tokens before EOS, as TF's does (EOS and the padding after it add none).
 Each example is searched independently of the others in its batch.
 """
-from typing import Callable
+
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -33,8 +34,20 @@ def length_penalty(lengths, kind: str, alpha: float):
     raise ValueError(f"unknown length penalty {kind!r}; choose one of {sorted(PENALTIES)}")
 
 
-def search(step_fn: Callable, state, batch: int, beam: int, steps: int, *, bos: int, eos: int,
-           pad: int = 0, penalty: str = "gnmt", alpha: float = 0.6, min_len: int = 0):
+def search(
+    step_fn: Callable,
+    state,
+    batch: int,
+    beam: int,
+    steps: int,
+    *,
+    bos: int,
+    eos: int,
+    pad: int = 0,
+    penalty: str = "gnmt",
+    alpha: float = 0.6,
+    min_len: int = 0,
+):
     """Beam search.
 
     Args:
@@ -53,9 +66,14 @@ def search(step_fn: Callable, state, batch: int, beam: int, steps: int, *, bos: 
     length_penalty(jnp.ones(()), penalty, alpha)  # validates the name before tracing the loop
     scores = jnp.where(jnp.arange(beam) == 0, 0.0, _NEG)  # only one live copy at the start
     scores = jnp.broadcast_to(scores, (batch, beam))  # [B, K]
-    carry = (state, jnp.full((batch, beam), bos, jnp.int32), scores,
-             jnp.zeros((batch, beam), bool), jnp.zeros((batch, beam), jnp.int32),
-             jnp.full((batch, beam, steps), pad, jnp.int32))
+    carry = (
+        state,
+        jnp.full((batch, beam), bos, jnp.int32),
+        scores,
+        jnp.zeros((batch, beam), bool),
+        jnp.zeros((batch, beam), jnp.int32),
+        jnp.full((batch, beam, steps), pad, jnp.int32),
+    )
 
     def body(carry, t):
         state, prev, scores, finished, lengths, history = carry
@@ -84,5 +102,7 @@ def search(step_fn: Callable, state, batch: int, beam: int, steps: int, *, bos: 
     _, _, scores, _, lengths, history = carry
     normalised = scores / length_penalty(lengths, penalty, alpha)  # [B, K]
     order = jnp.argsort(-normalised, axis=1)
-    return (jnp.take_along_axis(history, order[..., None], axis=1),
-            jnp.take_along_axis(normalised, order, axis=1))
+    return (
+        jnp.take_along_axis(history, order[..., None], axis=1),
+        jnp.take_along_axis(normalised, order, axis=1),
+    )

@@ -22,7 +22,9 @@ A new bridge is an `init`/`apply` pair and one `BRIDGES` line; it declares the d
 needs (`decoder_width`, the encoder's by default) and the width of its per-step vector
 (`step_input_dim`, none by default). Tests, studies, benchmarks and flag choices read `BRIDGES`.
 """
-from typing import Callable, NamedTuple, Optional
+
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +33,7 @@ from s2s_jax.models.cells import dense, dense_init
 
 
 class StateSpec(NamedTuple):
-    """The structure of a recurrent state: `layers` carries of `names` tensors, each `[B, width]`."""
+    """A recurrent state's structure: `layers` carries of `names` tensors, each `[B, width]`."""
 
     cell: str
     layers: int
@@ -49,7 +51,7 @@ class StateSpec(NamedTuple):
 
 class Conditioning(NamedTuple):
     state: list  # decoder initial state: per layer, a tuple of [B, H_dec]
-    step_inputs: Optional[jax.Array]  # [B, D] concatenated to every decoder input, or None
+    step_inputs: jax.Array | None  # [B, D] concatenated to every decoder input, or None
 
 
 def _encoder_width(enc: StateSpec) -> int:
@@ -78,7 +80,7 @@ def split(flat, spec: StateSpec) -> list:
     """Inverse of `flatten` for `spec`: [B, spec.total] -> per layer, a tuple of [B, width]."""
     n = len(spec.names)
     parts = jnp.split(flat, spec.layers * n, axis=-1)
-    return [tuple(parts[l * n:(l + 1) * n]) for l in range(spec.layers)]
+    return [tuple(parts[l * n : (l + 1) * n]) for l in range(spec.layers)]
 
 
 def zeros(batch: int, spec: StateSpec, dtype=jnp.float32) -> list:
@@ -103,7 +105,8 @@ def _copy_init(rng, enc, dec):
         raise ValueError(
             f"bridge 'copy' needs the encoder final state to match the decoder state, but the "
             f"encoder is {enc.describe()} and the decoder is {dec.describe()}; use --bridge=dense "
-            f"(a learned projection) or make cell, layers and sizes match")
+            f"(a learned projection) or make cell, layers and sizes match"
+        )
     return {}
 
 
@@ -130,25 +133,34 @@ def _concat_init(rng, enc, dec):
             f"layer and slot, so both need the same layers and state tensors, but the encoder is "
             f"{enc.describe()} and the decoder is {dec.describe()}; use --bridge=dense "
             f"(--attention_init=dense under attention), or make the cells and "
-            f"--config.model.decoder_layers match")
+            f"--config.model.decoder_layers match"
+        )
     extra = dec.width - enc.width
     if extra <= 0:
         raise ValueError(
             f"bridge 'concat' keeps each encoder state tensor ({enc.describe()}) and adds a "
             f"projection, so the decoder's must be wider, but it is {dec.describe()}; use "
             f"--bridge=dense (--attention_init=dense under attention), or leave "
-            f"--config.model.decoder_hidden at 0, which sizes the decoder for concat")
+            f"--config.model.decoder_hidden at 0, which sizes the decoder for concat"
+        )
     keys = iter(jax.random.split(rng, enc.layers * len(enc.names)))
-    return {"proj": [{name: dense_init(next(keys), enc.width, extra, use_bias=True)
-                      for name in enc.names} for _ in range(enc.layers)]}
+    return {
+        "proj": [
+            {name: dense_init(next(keys), enc.width, extra, use_bias=True) for name in enc.names}
+            for _ in range(enc.layers)
+        ]
+    }
 
 
 def _concat_apply(params, enc_state, dec):
     state = []
     for layer_params, carry in zip(params["proj"], enc_state):
-        state.append(tuple(  # each [B, dec.width]: this tensor, then its own projection
-            jnp.concatenate([x, jnp.tanh(dense(layer_params[name], x))], axis=-1)
-            for name, x in zip(dec.names, carry)))
+        state.append(
+            tuple(  # each [B, dec.width]: this tensor, then its own projection
+                jnp.concatenate([x, jnp.tanh(dense(layer_params[name], x))], axis=-1)
+                for name, x in zip(dec.names, carry)
+            )
+        )
     return Conditioning(state, None)
 
 

@@ -6,7 +6,9 @@ all time steps at once when the inputs are known ahead), and `step(params, carry
 recurrent part only. The carry is always a tuple of `[B, H]` arrays named by `Cell.state_names`
 (LSTM `(c, h)`, GRU `(h,)`), so bridges can treat every cell's state the same way.
 """
-from typing import Callable, NamedTuple, Sequence
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -46,7 +48,7 @@ def _lstm_init(rng, input_dim, hidden):
         "recurrent": {"kernel": nn.initializers.orthogonal()(k_rec, (hidden, 4 * hidden))},
     }
     # Forget-gate bias 1 (Jozefowicz et al. 2015): gradients flow through c early in training.
-    bias = params["input"]["bias"].at[hidden:2 * hidden].set(1.0)
+    bias = params["input"]["bias"].at[hidden : 2 * hidden].set(1.0)
     params["input"]["bias"] = bias
     return params
 
@@ -118,8 +120,16 @@ def dropout(x, rate: float, rng):
     return jnp.where(keep, x / (1.0 - rate), 0.0)
 
 
-def stack_step(cell: Cell, params: Sequence, state: State, x, *, x_proj0=None,
-               dropout_rate: float = 0.0, rng=None):
+def stack_step(
+    cell: Cell,
+    params: Sequence,
+    state: State,
+    x,
+    *,
+    x_proj0=None,
+    dropout_rate: float = 0.0,
+    rng=None,
+):
     """One time step through every layer of a stack.
 
     Args:

@@ -29,7 +29,8 @@ with `lax.scan`; `fast_unroll.scan` is the same function for embedding-mode trai
 hand-written backward pass, and the tests hold both to tests/reference.py.
 """
 
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +46,7 @@ class DecoderOptions(NamedTuple):
     """Static (hashable) decoder settings, resolved from registry names outside jit."""
 
     cell: cells.Cell
-    attention: Optional[attention_lib.Attention]  # None: no attention
+    attention: attention_lib.Attention | None  # None: no attention
     sampling_mode: str = "embedding"  # 'embedding' | 'output'
     sample_from: str = "categorical"  # 'argmax' | 'categorical' (embedding mode)
     temperature: float = 1.0
@@ -65,7 +66,7 @@ class DecoderOutput(NamedTuple):
     logits: jax.Array  # [B, T, V]
     sample_ids: jax.Array  # [B, T] int32, -1 where the gold input was read
     sampled_fraction: jax.Array  # scalar: sampled inputs / eligible real target positions (t>=1)
-    attention: Optional[jax.Array]  # [B, T, S] or None
+    attention: jax.Array | None  # [B, T, S] or None
 
 
 def init(
@@ -91,7 +92,9 @@ def init(
             k_attn, hidden, key_dim, attn_dim, attention_normalize
         )
     if opts.sampling_mode == "output":
-        params["next_inputs"] = sampling.NEXT_INPUTS[opts.next_inputs].init(k_next, vocab, sizes.emb)
+        params["next_inputs"] = sampling.NEXT_INPUTS[opts.next_inputs].init(
+            k_next, vocab, sizes.emb
+        )
     return params
 
 
@@ -113,11 +116,11 @@ def kernel_parts(layer0, sizes: InputSizes) -> KernelParts:
 class Memory(NamedTuple):
     """What every step reads from the encoder; fields are None when unused."""
 
-    keys: Optional[jax.Array]  # [B, S, Dk] encoder outputs
-    prepared: Optional[jax.Array]  # [B, S, A'] attention.prepare(keys), once per batch
-    mask: Optional[jax.Array]  # [B, S] source mask
-    fixed_proj: Optional[jax.Array]  # [B, G*H] the fixed vector's projection, once per batch
-    w_ctx: Optional[jax.Array]  # [Dk, G*H] the context's rows of layer 0's kernel
+    keys: jax.Array | None  # [B, S, Dk] encoder outputs
+    prepared: jax.Array | None  # [B, S, A'] attention.prepare(keys), once per batch
+    mask: jax.Array | None  # [B, S] source mask
+    fixed_proj: jax.Array | None  # [B, G*H] the fixed vector's projection, once per batch
+    w_ctx: jax.Array | None  # [Dk, G*H] the context's rows of layer 0's kernel
 
 
 def prepare_memory(params, opts, sizes, encoder_outputs, source_mask, fixed_inputs) -> Memory:
@@ -310,7 +313,9 @@ def token_step(params, opts: DecoderOptions, sizes: InputSizes, memory: Memory):
     [N, V])`, every row a hypothesis (memory's leaves repeated to match)."""
 
     def step_fn(state, tokens):
-        state, out, _ = step(params, opts, sizes, memory, state, project_tokens(params, sizes, tokens))
+        state, out, _ = step(
+            params, opts, sizes, memory, state, project_tokens(params, sizes, tokens)
+        )
         return state, jax.nn.log_softmax(dense(params["out"], out), axis=-1)
 
     return step_fn

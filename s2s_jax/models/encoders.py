@@ -8,6 +8,7 @@ reversed *within its length*, so the backward final state has read the real toke
 LSTM's recurrent-kernel gradient is one matmul after the loop rather than a product added up at
 every step (`_lstm_scan`).
 """
+
 import functools
 from typing import NamedTuple
 
@@ -33,8 +34,9 @@ def embed(params, ids):
     return nn.Embed(vocab, dim).apply({"params": params}, ids)
 
 
-def init(rng, cell: cells.Cell, vocab: int, emb: int, hidden: int, layers: int,
-         bidirectional: bool) -> dict:
+def init(
+    rng, cell: cells.Cell, vocab: int, emb: int, hidden: int, layers: int, bidirectional: bool
+) -> dict:
     """Encoder parameters: embedding plus per-layer, per-direction cells."""
     k_emb, k_layers = jax.random.split(rng)
     directions = 2 if bidirectional else 1
@@ -115,8 +117,9 @@ def _scan_direction(cell, params, x, mask):
     return outs, final
 
 
-def encode(params, cell: cells.Cell, inputs, lengths, *, dropout_rate: float = 0.0,
-           rng=None) -> Encoded:
+def encode(
+    params, cell: cells.Cell, inputs, lengths, *, dropout_rate: float = 0.0, rng=None
+) -> Encoded:
     """Encodes a padded batch of source ids.
 
     Args:

@@ -19,7 +19,7 @@ time loop:
   and argmax two plain reductions (sampling.argmax, equal to jnp.argmax).
 """
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,22 +34,22 @@ class _Differentiable(NamedTuple):
     """The loop's inputs that carry gradient (the custom VJP completes some of them)."""
 
     layers: list  # the decoder's cell stack parameters
-    attention: Optional[dict]  # attention parameters
+    attention: dict | None  # attention parameters
     state: list  # the initial state
     base: jax.Array  # [T, B, G*H] the projected gold input where gold is read, else 0
-    aux: Optional[jax.Array]  # [T, B, G*H] the auxiliary inputs' projection
-    keys: Optional[jax.Array]  # [B, S, Dk]
-    prepared: Optional[jax.Array]  # [B, S, A']
-    fixed: Optional[jax.Array]  # [B, G*H] the fixed vector's projection
-    probes: Optional[dict]  # zeros added to each step's projected query and context (`_attend`)
+    aux: jax.Array | None  # [T, B, G*H] the auxiliary inputs' projection
+    keys: jax.Array | None  # [B, S, Dk]
+    prepared: jax.Array | None  # [B, S, A']
+    fixed: jax.Array | None  # [B, G*H] the fixed vector's projection
+    probes: dict | None  # zeros added to each step's projected query and context (`_attend`)
 
 
 class _Constant(NamedTuple):
     fed: jax.Array  # [T, B] bool: the step reads the model's own token
-    need: Optional[jax.Array]  # [T] bool: compute step t's logits in the loop (None: never)
+    need: jax.Array | None  # [T] bool: compute step t's logits in the loop (None: never)
     token_key: jax.Array  # [T] keys: the key that samples from step t's logits
     dropout_key: jax.Array  # [T] keys
-    mask: Optional[jax.Array]  # [B, S]
+    mask: jax.Array | None  # [B, S]
     out_kernel: jax.Array  # [O, V], a stop-gradient copy
     out_bias: jax.Array  # [V]
 
@@ -111,7 +111,11 @@ def _loop(opts, sizes, embed_params, diff: _Differentiable, const: _Constant):
 
     def skip(out, key, t, all_logits):
         del out, key, t
-        return jnp.zeros((batch,), jnp.int32), jnp.zeros((batch, w_emb.shape[-1]), dtype), all_logits
+        return (
+            jnp.zeros((batch,), jnp.int32),
+            jnp.zeros((batch, w_emb.shape[-1]), dtype),
+            all_logits,
+        )
 
     def body(carry, xs):
         state, fed_proj, all_logits = carry
@@ -119,6 +123,7 @@ def _loop(opts, sizes, embed_params, diff: _Differentiable, const: _Constant):
         x_proj = xs["base"] if never else jnp.where(xs["fed"][:, None], fed_proj, 0.0) + xs["base"]
         if xs["aux"] is not None:
             x_proj = x_proj + xs["aux"]
+
         def attend_fn(attn, attn_params, query, memory):
             return _attend(attn, attn_params, query, memory, xs["probes"])
 
@@ -192,13 +197,33 @@ def _make_loop(opts, sizes):
         )
         initial = (diff.state[0][-1], diff.state[-1][-1])  # layer 0's and the top layer's h
         kernel = diff.layers[0]["input"]["kernel"]
-        residuals = (vjp_fn, embed_params, aux[1], aux[2], const.fed, gold, outs, initial, kernel,
-                     diff.attention)
+        residuals = (
+            vjp_fn,
+            embed_params,
+            aux[1],
+            aux[2],
+            const.fed,
+            gold,
+            outs,
+            initial,
+            kernel,
+            diff.attention,
+        )
         return (outs, aux), residuals
 
     def bwd(res, cts):
-        (vjp_fn, embed_params, next_tokens, h0, fed, gold, (outs, weights), initial, kernel,
-         attention_params) = res
+        (
+            vjp_fn,
+            embed_params,
+            next_tokens,
+            h0,
+            fed,
+            gold,
+            (outs, weights),
+            initial,
+            kernel,
+            attention_params,
+        ) = res
         (d_diff,) = vjp_fn(cts[0])  # the loop's own logits and tokens carry no gradient
         d_base = d_diff.base  # [T, B, G*H], the gradient of every step's layer-0 input projection
         d_layer0 = d_diff.layers[0]

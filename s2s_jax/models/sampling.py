@@ -14,8 +14,10 @@ own parameters (config fields `sampling.<name>_<parameter>`), with defaults that
 
 Every schedule is a pure function of a traced step, so moving along it never recompiles.
 """
+
 import math
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -64,18 +66,24 @@ def check_schedule(name: str, sp: ScheduleParams) -> None:
     if not 0.0 <= sp.probability <= 1.0:
         raise ValueError(f"--sampling_probability must lie in [0, 1], got {sp.probability}")
     if name == "exponential" and not 0.0 < sp.exponential_base < 1.0:
-        raise ValueError(f"the exponential schedule needs 0 < --config.sampling.exponential_base "
-                         f"< 1 (eps = base**step), got {sp.exponential_base}")
+        raise ValueError(
+            f"the exponential schedule needs 0 < --config.sampling.exponential_base "
+            f"< 1 (eps = base**step), got {sp.exponential_base}"
+        )
     if name == "inverse_sigmoid" and sp.inverse_sigmoid_k < 1.0:
-        raise ValueError(f"the inverse_sigmoid schedule needs --config.sampling.inverse_sigmoid_k "
-                         f">= 1, got {sp.inverse_sigmoid_k}")
+        raise ValueError(
+            f"the inverse_sigmoid schedule needs --config.sampling.inverse_sigmoid_k "
+            f">= 1, got {sp.inverse_sigmoid_k}"
+        )
     if name == "linear" and (sp.linear_slope < 0.0 or not 0.0 <= sp.linear_floor <= 1.0):
-        raise ValueError(f"the linear schedule needs --config.sampling.linear_slope >= 0 (eps "
-                         f"falls by it a step) and 0 <= linear_floor <= 1 (its floor), got "
-                         f"linear_slope={sp.linear_slope}, linear_floor={sp.linear_floor}")
+        raise ValueError(
+            f"the linear schedule needs --config.sampling.linear_slope >= 0 (eps "
+            f"falls by it a step) and 0 <= linear_floor <= 1 (its floor), got "
+            f"linear_slope={sp.linear_slope}, linear_floor={sp.linear_floor}"
+        )
 
 
-def flat_schedule_warning(name: str, sp: ScheduleParams, steps: int) -> Optional[str]:
+def flat_schedule_warning(name: str, sp: ScheduleParams, steps: int) -> str | None:
     """A one-line warning when a decaying schedule does not move during `steps` training steps:
     below 1% of its cap throughout (teacher forcing in effect, though a cap above 0 asks for
     sampling) or at its cap from step 0. None when it ramps, for the constant schedule and for
@@ -83,16 +91,22 @@ def flat_schedule_warning(name: str, sp: ScheduleParams, steps: int) -> Optional
     if name == "constant" or sp.probability == 0.0 or steps < 1:
         return None
     first, last = (float(probability_at(name, i, sp)) for i in (0, steps - 1))
-    fields = {"linear": "--config.sampling.linear_slope (or linear_start)",
-              "exponential": "--config.sampling.exponential_base",
-              "inverse_sigmoid": "--config.sampling.inverse_sigmoid_k"}[name]
+    fields = {
+        "linear": "--config.sampling.linear_slope (or linear_start)",
+        "exponential": "--config.sampling.exponential_base",
+        "inverse_sigmoid": "--config.sampling.inverse_sigmoid_k",
+    }[name]
     if last < 0.01 * sp.probability:
-        return (f"the {name} schedule stays below 1% of its cap {sp.probability} for all {steps} "
-                f"steps (p = {last:.2g} at the last one: teacher forcing in effect); change "
-                f"{fields} or --steps")
+        return (
+            f"the {name} schedule stays below 1% of its cap {sp.probability} for all {steps} "
+            f"steps (p = {last:.2g} at the last one: teacher forcing in effect); change "
+            f"{fields} or --steps"
+        )
     if first >= float(jnp.float32(sp.probability)):  # probability_at rounds to float32
-        return (f"the {name} schedule is at its cap {sp.probability} from step 0 (a constant "
-                f"schedule); change {fields} for a ramp, or use --sampling_schedule=constant")
+        return (
+            f"the {name} schedule is at its cap {sp.probability} from step 0 (a constant "
+            f"schedule); change {fields} for a ramp, or use --sampling_schedule=constant"
+        )
     return None
 
 
@@ -139,8 +153,8 @@ def categorical(rng, logits):
     in blocks of about sqrt(V), the block whose running mass first exceeds u * total is chosen,
     then the token inside it the same way. A token of probability 0 (a -inf logit, or one that
     underflows) is never drawn. It is exact up to float32 rounding of the sums and costs one exp
-    pass over [B, V]: jax.random.categorical's Gumbel-max needs V random words and two logs per
-    row, 4x the time of the decoder's sampling step on a CPU at V = 8000 (benchmarks/README.md).
+    pass over [B, V], where jax.random.categorical's Gumbel-max needs V random words and two logs
+    per row.
     """
     return inverse_cdf(jax.random.uniform(rng, logits.shape[:1]), logits)
 
@@ -222,12 +236,14 @@ def _logits_as_inputs(vocab, emb):
             f"next_inputs 'identity' feeds the logits [{vocab}] back where the token embedding "
             f"[{emb}] goes (TF's next_inputs_fn=None), so the embedding size must equal the "
             f"target vocabulary size; set --emb={vocab}, or "
-            f"--config.model.next_inputs=softmax_embedding or dense")
+            f"--config.model.next_inputs=softmax_embedding or dense"
+        )
 
 
 NEXT_INPUTS = {
     "softmax_embedding": NextInputs(lambda rng, v, e: {}, _soft_embedding, _fits_any),
-    "dense": NextInputs(lambda rng, v, e: {"proj": dense_init(rng, v, e, True)}, _dense_next,
-                        _fits_any),
+    "dense": NextInputs(
+        lambda rng, v, e: {"proj": dense_init(rng, v, e, True)}, _dense_next, _fits_any
+    ),
     "identity": NextInputs(lambda rng, v, e: {}, _identity, _logits_as_inputs),
 }

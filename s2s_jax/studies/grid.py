@@ -3,9 +3,11 @@ its points, and the baseline point that results.md compares the others with.
 
 Everything here is checked against the config's own fields and types before any run starts, so a
 typo in a field, a value of the wrong type or a baseline that names no point is one line
-(GridError) rather than a failure inside every run. s2s_jax/studies/sweep.py turns the points into runs;
+(GridError) rather than a failure inside every run. s2s_jax/studies/sweep.py turns the points
+into runs;
 its docstring describes the `sweep` section.
 """
+
 import difflib
 import itertools
 import os
@@ -74,8 +76,10 @@ def _coerce(config, field: str, value):
         return value
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    raise GridError(f"{field} = {value!r} is a {type(value).__name__}; the field holds a "
-                     f"{kind.__name__} (like {current!r})")
+    raise GridError(
+        f"{field} = {value!r} is a {type(value).__name__}; the field holds a "
+        f"{kind.__name__} (like {current!r})"
+    )
 
 
 def _parse_value(config, field: str, text: str):
@@ -126,8 +130,10 @@ def apply_axis_flags(config, axes: list, flags_: list) -> list:
         if same:
             axes[same[0]] = axis
         elif any(field in a.fields for a in axes):
-            raise GridError(f"--axis={field}: the field is part of a coupled axis of the config; "
-                             f"edit the config's sweep.axes instead")
+            raise GridError(
+                f"--axis={field}: the field is part of a coupled axis of the config; "
+                f"edit the config's sweep.axes instead"
+            )
         else:
             axes.append(axis)
     return axes
@@ -210,11 +216,15 @@ def baseline_name(config, axes: list, points: list, flags_: list) -> str:
     axis_fields = {f for a in axes for f in a.fields}
     for field, _ in pairs:
         if field not in axis_fields:
-            raise GridError(f"baseline field {field!r} is not an axis of the grid; a baseline "
-                             "names one grid point by its axis values")
+            raise GridError(
+                f"baseline field {field!r} is not an axis of the grid; a baseline "
+                "names one grid point by its axis values"
+            )
     matches = [p.name for p in points if all(dict(p.settings)[f] == v for f, v in pairs)]
     if len(matches) != 1:
         named = ",".join(f"{f}={format_value(v)}" for f, v in pairs)
-        raise GridError(f"baseline {named} matches {len(matches)} grid points {matches}; give "
-                         "--baseline=FIELD=VALUE flags that name exactly one, or --baseline=none")
+        raise GridError(
+            f"baseline {named} matches {len(matches)} grid points {matches}; give "
+            "--baseline=FIELD=VALUE flags that name exactly one, or --baseline=none"
+        )
     return matches[0]

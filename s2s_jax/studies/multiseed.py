@@ -29,17 +29,17 @@ What does not vmap, or not usefully:
   a multi-host config is refused, and extra local devices stay idle;
 - batches by tokens (`train.batch_type=tokens`): their shapes differ between seeds;
 - evaluation runs per seed (evaluation.evaluate reduces on the host): K times one run's cost;
-- speed: at the bridges study's model size on 2 cores, K vmapped seeds train about as fast as
-  K sequential runs (it pays off for tiny models, where per-op overhead dominates); a sweep with
-  --vmap still ends sooner, since one process starts, loads the data and compiles once. The
-  vmapped step takes K times one run's temporaries as one block, which passes what a glibc
-  thread heap holds, hence this entry point's --malloc_tuning default, keep_one_arena
-  (training/host_memory.py). Measurements: benchmarks/README.md, "Vmapped seeds";
+- speed: vmapping pays where per-op overhead dominates (tiny models); once one seed's matmuls
+  fill the cores, K seeds cost about K runs' compute, and a sweep with --vmap gains only the one
+  start, data load and compile (benchmarks/README.md, "Vmapped seeds"). The vmapped step takes K
+  times one run's temporaries as one block, which passes what a glibc thread heap holds, hence
+  this entry point's --malloc_tuning default, keep_one_arena (training/host_memory.py);
 - a seed whose loss turns non-finite cannot stop alone as run.py would: its rows and checkpoints
   stop at its last good step, the other seeds finish, and the program then exits with an error
   naming it. (Every model variant vmaps: all registry entries are pure JAX, and seeds differ
   only in numbers, never in shapes.)
 """
+
 import contextlib
 import json
 import os
@@ -52,8 +52,17 @@ from absl import logging
 
 from s2s_jax import cli, config_files, data
 from s2s_jax.models import model
-from s2s_jax.training import (checkpoint, loop, parallel, prng, run_log, stopping, train,
-                              workdir_lock)
+from s2s_jax.training import (
+    checkpoint,
+    loop,
+    parallel,
+    prng,
+    run_log,
+    settings,
+    stopping,
+    train,
+    workdir_lock,
+)
 from s2s_jax.training.run_log import RunLog
 from s2s_jax.training.stopping import StopRequest
 
@@ -122,8 +131,9 @@ class SeedsResult(NamedTuple):
     losses: np.ndarray  # [steps, K] training loss of every step
 
 
-def train_seeds(config, seeds: list, steps: int | None = None,
-                ds: data.Data | None = None) -> SeedsResult:
+def train_seeds(
+    config, seeds: list, steps: int | None = None, ds: data.Data | None = None
+) -> SeedsResult:
     """Trains `seeds` of `config` together for `steps` steps, in memory (no files).
 
     Args:
@@ -139,12 +149,16 @@ def train_seeds(config, seeds: list, steps: int | None = None,
     t = config.train
     steps = t.steps if steps is None else steps
     ds = ds or data.load_data(config.data, None)
-    net = model.build(train.model_config(config, len(ds.src_vocab), len(ds.tgt_vocab)))
-    tx = train.make_optimizer(t)
-    step_fn = make_seeds_step(net, tx, config.sampling.schedule, train.schedule_params(config),
-                              t.label_smoothing)
-    state, keys, batches = init_states(net, tx, seeds), step_keys(seeds), SeedBatches(
-        ds, t.batch_size, seeds)
+    net = model.build(settings.model_config(config, len(ds.src_vocab), len(ds.tgt_vocab)))
+    tx = settings.make_optimizer(t)
+    step_fn = make_seeds_step(
+        net, tx, config.sampling.schedule, settings.schedule_params(config), t.label_smoothing
+    )
+    state, keys, batches = (
+        init_states(net, tx, seeds),
+        step_keys(seeds),
+        SeedBatches(ds, t.batch_size, seeds),
+    )
     losses = []
     for _ in range(steps):
         state, metrics = step_fn(state, next(batches), keys)
@@ -175,12 +189,16 @@ def train_and_evaluate_seeds(config, seeds: list, workdir: str) -> dict:
         non-finite.
     """
     if config.parallel.num_processes > 1 or config.parallel.coordinator_address:
-        raise ValueError("multiseed runs on one device; drop the multi-host flags, or run the "
-                         "seeds separately (the sweep without --vmap)")
+        raise ValueError(
+            "multiseed runs on one device; drop the multi-host flags, or run the "
+            "seeds separately (the sweep without --vmap)"
+        )
     if config.train.get("batch_type", "sentences") != "sentences":
-        raise ValueError("the vmapped seeds need --config.train.batch_type=sentences (batches by "
-                         "tokens differ in shape between seeds); run the seeds separately (the "
-                         "sweep without --vmap)")
+        raise ValueError(
+            "the vmapped seeds need --config.train.batch_type=sentences (batches by "
+            "tokens differ in shape between seeds); run the seeds separately (the "
+            "sweep without --vmap)"
+        )
     if len(set(seeds)) != len(seeds) or not seeds or min(seeds) < 0:
         raise ValueError(f"--seeds must be distinct, at least 0 and not empty, got {seeds}")
     device = jax.devices()[0]
@@ -200,8 +218,12 @@ def _stacked(members: list, ds: data.Data, batch_size: int) -> tuple:
     for i, (_, restored) in enumerate(members):
         if restored.iterator is not None:
             batches.set_state(i, restored.iterator)
-    return ([run for run, _ in members], stack([r.state for _, r in members]), batches,
-            [r.window for _, r in members])
+    return (
+        [run for run, _ in members],
+        stack([r.state for _, r in members]),
+        batches,
+        [r.window for _, r in members],
+    )
 
 
 def _train_and_evaluate_seeds(config, seeds: list, dirs: list, device, mesh) -> dict:
@@ -210,16 +232,16 @@ def _train_and_evaluate_seeds(config, seeds: list, dirs: list, device, mesh) -> 
     ds, net, tx, step = train.set_up(config, dirs, configs)
     step_fn = _vmapped(step)
     evaluate = train.make_evaluate(config, net, ds, mesh, t.eval_batch_size)
-    runs = [loop.Run(seed, RunLog(d), checkpoint.Checkpoints(d, t.keep_checkpoints,
-                                                             t.best_metric))
-            for seed, d in zip(seeds, dirs)]
+    runs = [
+        loop.Run(seed, RunLog(d), checkpoint.Checkpoints(d, t.keep_checkpoints, t.best_metric))
+        for seed, d in zip(seeds, dirs)
+    ]
     out = {}
     with loop.closing(runs):
         init = jax.jit(lambda seed: train.init_state(net, tx, seed))
         groups = {}  # start step -> [(run, train.Restored)]
         for run, c in zip(runs, configs):
-            restored = train.restore(run.ckpt, net, tx,
-                                     jax.sharding.SingleDeviceSharding(device))
+            restored = train.restore(run.ckpt, net, tx, jax.sharding.SingleDeviceSharding(device))
             run.log.write_config(c)  # after the restore: a checkpoint it refused keeps its config
             if restored is None:
                 restored = train.Restored(init(jnp.asarray(run.seed, jnp.int32)), 0, None, [])
@@ -231,11 +253,18 @@ def _train_and_evaluate_seeds(config, seeds: list, dirs: list, device, mesh) -> 
         try:
             for start in sorted(groups):
                 group, state, batches, windows = _stacked(groups.pop(start), ds, t.batch_size)
-                group[0].log.info(f"{len(group)} seed(s) {[r.seed for r in group]} in one "
-                                  f"program on {device}, steps {start}..{t.steps}")
-                program = loop.Program(step=step_fn, keys=step_keys([r.seed for r in group]),
-                                       next_batch=batches.__next__, data_state=batches.get_state,
-                                       part=unstack, evaluate=evaluate)
+                group[0].log.info(
+                    f"{len(group)} seed(s) {[r.seed for r in group]} in one "
+                    f"program on {device}, steps {start}..{t.steps}"
+                )
+                program = loop.Program(
+                    step=step_fn,
+                    keys=step_keys([r.seed for r in group]),
+                    next_batch=batches.__next__,
+                    data_state=batches.get_state,
+                    part=unstack,
+                    evaluate=evaluate,
+                )
                 results, _ = loop.train_runs(group, program, state, start, windows, t, stop)
                 del state
                 out.update({run.seed: r for run, r in zip(group, results)})
@@ -245,15 +274,19 @@ def _train_and_evaluate_seeds(config, seeds: list, dirs: list, device, mesh) -> 
             stop.restore()
     failures = [r["failed"] for r in out.values() if "failed" in r]
     if failures:
-        raise train.TrainingError("; ".join(failures) + ". The other seeds finished; rerun the "
-                                  "failed seed alone with a lower --learning_rate")
+        raise train.TrainingError(
+            "; ".join(failures) + ". The other seeds finished; rerun the "
+            "failed seed alone with a lower --learning_rate"
+        )
     return out
 
 
 # --- Command line ---------------------------------------------------------------------------
 def main(argv):
     from absl import flags
+
     from s2s_jax.training import run_log
+
     FLAGS = flags.FLAGS
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
@@ -273,12 +306,16 @@ def main(argv):
 if __name__ == "__main__":
     from absl import flags
     from ml_collections import config_flags
+
     with cli.flag_errors():  # it applies the --config.FIELD overrides of sys.argv already
         config_flags.DEFINE_config_file(
-            "config", config_files.DEFAULT_CONFIG,
-            "experiment config file (optionally FILE:variant)")
-    flags.DEFINE_string("workdir", None, "holds one run.py workdir per seed: <workdir>/seed<k>",
-                        required=True)
+            "config",
+            config_files.DEFAULT_CONFIG,
+            "experiment config file (optionally FILE:variant)",
+        )
+    flags.DEFINE_string(
+        "workdir", None, "holds one run.py workdir per seed: <workdir>/seed<k>", required=True
+    )
     flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds to train together, e.g. 0,1,2")
     # One arena: XLA takes the vmapped step's temporaries as one block, K times one run's, which
     # passes the 64 MB a glibc thread heap holds, and glibc serves a block that big to a worker

@@ -12,10 +12,12 @@ order and sampling keys (and the same initial parameters where the model is the 
 per-seed difference leaves out what the two runs of a seed share, and "+0.011 ± 0.013, higher
 in 7 of 8 seeds" tells how consistent a difference is where two overlapping means do not.
 
-  python -m s2s_jax.studies.results --workdir=runs/bridges   # rebuild the tables and plots from sweep.json
+  # rebuild the tables and plots from sweep.json:
+  python -m s2s_jax.studies.results --workdir=runs/bridges
 
 Nothing here imports JAX: it only reads JSON lines.
 """
+
 import csv
 import json
 import math
@@ -99,9 +101,16 @@ def collect(sweep_dir: str, points: list, seeds: list) -> list:
             curves.append({r["step"]: r["loss"] for r in rows if "split" not in r})
         common = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
         loss = np.array([[c[s] for s in common] for c in curves], np.float64)
-        results.append(PointResult(point["name"], dict(point["settings"]), done, finals,
-                                   np.array(common, np.int64),
-                                   loss.reshape(len(curves), len(common))))
+        results.append(
+            PointResult(
+                point["name"],
+                dict(point["settings"]),
+                done,
+                finals,
+                np.array(common, np.int64),
+                loss.reshape(len(curves), len(common)),
+            )
+        )
     return results
 
 
@@ -175,11 +184,14 @@ def _paired_cell(p: Paired, metric: str) -> str:
 def paired_markdown(results: list, metrics: list, baseline: str) -> list:
     """Lines of the table of every point minus the baseline point, seed by seed."""
     base = next(r for r in results if r.name == baseline)
-    lines = [f"Paired by seed against `{baseline}`: mean ± sample standard deviation of each "
-             "seed's difference from the baseline run with the same seed, and (in brackets) "
-             "the seeds where it is higher / the seeds both finished.", "",
-             "| variant | " + " | ".join(metrics) + " |",
-             "| --- | " + " | ".join("---:" for _ in metrics) + " |"]
+    lines = [
+        f"Paired by seed against `{baseline}`: mean ± sample standard deviation of each "
+        "seed's difference from the baseline run with the same seed, and (in brackets) "
+        "the seeds where it is higher / the seeds both finished.",
+        "",
+        "| variant | " + " | ".join(metrics) + " |",
+        "| --- | " + " | ".join("---:" for _ in metrics) + " |",
+    ]
     for r in results:
         if r.name != baseline:
             cells = [_paired_cell(paired(r, base, m), m) for m in metrics]
@@ -187,15 +199,18 @@ def paired_markdown(results: list, metrics: list, baseline: str) -> list:
     return lines
 
 
-def markdown(results: list, metrics: list, command: str = "", failures: tuple = (),
-             baseline: str = "") -> str:
+def markdown(
+    results: list, metrics: list, command: str = "", failures: tuple = (), baseline: str = ""
+) -> str:
     """The results table as markdown: mean ± sample std over seeds of each final test metric,
     then, given the name of a `baseline` point, every other point's paired differences."""
     lines = []
     if command:
         lines += [f"Command: `{command}`", ""]
-    lines += ["| variant | seeds | " + " | ".join(metrics) + " |",
-              "| --- | ---: | " + " | ".join("---:" for _ in metrics) + " |"]
+    lines += [
+        "| variant | seeds | " + " | ".join(metrics) + " |",
+        "| --- | ---: | " + " | ".join("---:" for _ in metrics) + " |",
+    ]
     for row in table(results, metrics):
         cells = [_cell(row[f"{m}_mean"], row[f"{m}_std"], m) for m in metrics]
         lines.append(f"| {row['variant']} | {row['seeds']} | " + " | ".join(cells) + " |")
@@ -211,6 +226,7 @@ def plot_learning_curves(path: str, results: list) -> None:
     """Training loss against step per variant: mean over seeds, shaded from the lowest to the
     highest seed (on a log axis, mean ± std would dip below zero)."""
     import matplotlib  # imported late: plotting is the slow, optional end of a sweep
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -219,12 +235,21 @@ def plot_learning_curves(path: str, results: list) -> None:
         if not r.seeds or not r.curve_steps.size:
             continue
         mean = r.curve_loss.mean(axis=0)  # [N]
-        line, = ax.plot(r.curve_steps, mean, label=f"{r.name} ({len(r.seeds)} seeds)")
+        (line,) = ax.plot(r.curve_steps, mean, label=f"{r.name} ({len(r.seeds)} seeds)")
         if len(r.seeds) > 1:
-            ax.fill_between(r.curve_steps, r.curve_loss.min(axis=0), r.curve_loss.max(axis=0),
-                            color=line.get_color(), alpha=0.2)
-    ax.set(xlabel="step", ylabel="training loss", yscale="log",
-           title="training loss (mean over seeds; shaded: lowest to highest seed)")
+            ax.fill_between(
+                r.curve_steps,
+                r.curve_loss.min(axis=0),
+                r.curve_loss.max(axis=0),
+                color=line.get_color(),
+                alpha=0.2,
+            )
+    ax.set(
+        xlabel="step",
+        ylabel="training loss",
+        yscale="log",
+        title="training loss (mean over seeds; shaded: lowest to highest seed)",
+    )
     ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -234,6 +259,7 @@ def plot_learning_curves(path: str, results: list) -> None:
 def plot_final_metrics(path: str, results: list, metrics: list) -> None:
     """One panel per metric: the final test value per variant, error bars ± one std."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -244,8 +270,9 @@ def plot_final_metrics(path: str, results: list, metrics: list) -> None:
         means = [row[f"{m}_mean"] for row in rows]
         stds = [0.0 if math.isnan(row[f"{m}_std"]) else row[f"{m}_std"] for row in rows]
         ax.bar(x, means, yerr=stds, capsize=3, color="tab:blue", alpha=0.8)
-        ax.set_xticks(x, [row["variant"] for row in rows], rotation=60, ha="right",
-                      fontsize="small")
+        ax.set_xticks(
+            x, [row["variant"] for row in rows], rotation=60, ha="right", fontsize="small"
+        )
         ax.set_title(m)
     fig.suptitle("final test metrics (mean over seeds, ± 1 std)")
     fig.tight_layout()
@@ -253,8 +280,14 @@ def plot_final_metrics(path: str, results: list, metrics: list) -> None:
     plt.close(fig)
 
 
-def write_all(sweep_dir: str, results: list, metrics: list, command: str = "",
-              failures: tuple = (), baseline: str = "") -> str:
+def write_all(
+    sweep_dir: str,
+    results: list,
+    metrics: list,
+    command: str = "",
+    failures: tuple = (),
+    baseline: str = "",
+) -> str:
     """Writes results.csv, results.md and the two PNGs into the sweep directory.
 
     Returns:
@@ -272,21 +305,34 @@ def write_all(sweep_dir: str, results: list, metrics: list, command: str = "",
 
 def main(argv):
     from absl import flags  # the command line only; library users need no flags
+
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
     workdir = flags.FLAGS.workdir
     path = os.path.join(workdir, MANIFEST)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found; pass the --workdir of a s2s_jax.studies.sweep run")
+        raise FileNotFoundError(
+            f"{path} not found; pass the --workdir of a s2s_jax.studies.sweep run"
+        )
     with open(path) as f:
         manifest = json.load(f)
     results = collect(workdir, manifest["points"], manifest["seeds"])
-    print(write_all(workdir, results, manifest["metrics"], manifest["command"],
-                    baseline=manifest.get("baseline") or ""), end="")
+    print(
+        write_all(
+            workdir,
+            results,
+            manifest["metrics"],
+            manifest["command"],
+            baseline=manifest.get("baseline") or "",
+        ),
+        end="",
+    )
 
 
 if __name__ == "__main__":
     from absl import flags
+
     from s2s_jax import cli
+
     flags.DEFINE_string("workdir", None, "the sweep's workdir (holding sweep.json)", required=True)
     cli.run(main, malloc_default=None)

@@ -1,7 +1,8 @@
 """Grid sweeps: every point of a study's grid, for every seed, as a normal resumable run.
 
   python -m s2s_jax.studies.sweep --config=experiments/bridges.py --seeds=3 --workdir=runs/bridges
-  python -m s2s_jax.studies.sweep --config=experiments/bridges.py --parallel=2 --workdir=runs/bridges
+  python -m s2s_jax.studies.sweep --config=experiments/bridges.py --parallel=2 \
+      --workdir=runs/bridges
   python -m s2s_jax.studies.sweep --config=experiments/bridges.py:tiny --workdir=/tmp/b \
       --axis=model.bridge=zero,dense --set=train.steps=20      # a smaller grid, shorter runs
   python -m s2s_jax.studies.sweep --config=experiments/bridges.py --vmap --workdir=runs/bridges
@@ -18,8 +19,9 @@ The grid comes from the config's `sweep` section (see experiments/bridges.py):
   sweep.seeds    the default of --seeds.
   sweep.baseline optional [(field, value), ...] naming one grid point by its axis values, e.g.
                  [('sampling.probability', 0.0)]: results.md then compares every other point
-                 with it seed by seed (s2s_jax/studies/results.py). --baseline=FIELD=VALUE (repeatable)
-                 replaces it, --baseline=none turns it off.
+                 with it seed by seed (s2s_jax/studies/results.py).
+                 --baseline=FIELD=VALUE (repeatable) replaces it, --baseline=none turns
+                 it off.
 (A list of pairs rather than a {'model.bridge': [...]} dict: ConfigDict rejects dots in keys.)
 
 Each seed of each point is `python run.py --config=FILE:VARIANT --workdir=W/<point>/seed<k>
@@ -39,23 +41,21 @@ sweep exits 1 if any run failed or it was stopped. At the end (and after every s
 W/results.csv, W/results.md and PNG plots over the seeds that finished (s2s_jax/studies/results.py).
 Bad input (an unknown config or field, an empty grid) is one line on stderr and exit status 2.
 """
+
 import json
 import os
 import shlex
-import signal
-import subprocess
 import sys
-import time
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import ml_collections
 
-from s2s_jax import config_files
 from s2s_jax.studies import grid, results
-from s2s_jax.training import run_log, stopping, workdir_lock
+from s2s_jax.studies.jobs import ROOT, Job, Process, is_finished, run_jobs, say
+from s2s_jax.training import run_log, workdir_lock
 from s2s_jax.training.stopping import StopRequest
 
-ROOT = config_files.REPO_ROOT  # where run.py lives
 DEFAULT_METRICS = ["exact_match", "token_accuracy", "bleu", "loss"]
 CACHE_DIR = "xla_cache"  # W/xla_cache: the persistent compilation cache the runs share
 
@@ -65,14 +65,6 @@ class SweepError(ValueError):
 
 
 # --- Jobs -----------------------------------------------------------------------------------
-class Job(NamedTuple):
-    point: grid.Point
-    seeds: tuple  # seeds this process trains (one, or several with --vmap)
-    command: tuple  # argv
-    log: str  # file that receives the process's stdout and stderr
-    env: tuple = ()  # (name, value) pairs added to the process's environment
-
-
 def _config_flag(path: str, variant: str) -> str:
     return f"--config={path}:{variant}" if variant else f"--config={path}"
 
@@ -92,12 +84,22 @@ def compilation_cache_env(sweep_dir: str) -> tuple:
     """
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         return ()
-    return (("JAX_COMPILATION_CACHE_DIR", os.path.abspath(os.path.join(sweep_dir, CACHE_DIR))),
-            ("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"))
+    return (
+        ("JAX_COMPILATION_CACHE_DIR", os.path.abspath(os.path.join(sweep_dir, CACHE_DIR))),
+        ("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"),
+    )
 
 
-def make_jobs(sweep_dir: str, path: str, variant: str, points: list, seeds: list,
-              fixed: tuple = (), vmap: bool = False, env: tuple = ()) -> list:
+def make_jobs(
+    sweep_dir: str,
+    path: str,
+    variant: str,
+    points: list,
+    seeds: list,
+    fixed: tuple = (),
+    vmap: bool = False,
+    env: tuple = (),
+) -> list:
     """The runs still to do: every (point, seed) without a final test row in its workdir.
 
     Finished runs are left alone; an unfinished one gets the same command as before, so run.py
@@ -112,119 +114,31 @@ def make_jobs(sweep_dir: str, path: str, variant: str, points: list, seeds: list
         overrides = _override_flags(fixed, point)
         if vmap:
             point_dir = os.path.join(sweep_dir, point.name)
-            command = (sys.executable, "-m", "s2s_jax.studies.multiseed", _config_flag(path, variant),
-                       f"--workdir={point_dir}", f"--seeds={','.join(map(str, todo))}",
-                       *overrides)
-            jobs.append(Job(point, tuple(todo), command, os.path.join(point_dir, "multiseed.log"),
-                            env))
+            command = (
+                sys.executable,
+                "-m",
+                "s2s_jax.studies.multiseed",
+                _config_flag(path, variant),
+                f"--workdir={point_dir}",
+                f"--seeds={','.join(map(str, todo))}",
+                *overrides,
+            )
+            jobs.append(
+                Job(point, tuple(todo), command, os.path.join(point_dir, "multiseed.log"), env)
+            )
             continue
         for seed in todo:
             workdir = results.seed_dir(sweep_dir, point.name, seed)
-            command = (sys.executable, os.path.join(ROOT, "run.py"), _config_flag(path, variant),
-                       f"--workdir={workdir}", *overrides, f"--config.train.seed={seed}")
+            command = (
+                sys.executable,
+                os.path.join(ROOT, "run.py"),
+                _config_flag(path, variant),
+                f"--workdir={workdir}",
+                *overrides,
+                f"--config.train.seed={seed}",
+            )
             jobs.append(Job(point, (seed,), command, os.path.join(workdir, "run.log"), env))
     return jobs
-
-
-def is_finished(sweep_dir: str, point: grid.Point, seed: int) -> bool:
-    rows = results.read_rows(results.seed_dir(sweep_dir, point.name, seed))
-    return results.final_test_row(rows, point.steps) is not None
-
-
-class _Process:
-    """A job as a child process. It gets its own session, so a Ctrl-C in the terminal reaches
-    only the sweep, which then stops its runs with SIGTERM (they checkpoint before exiting)."""
-
-    def __init__(self, job: Job):
-        os.makedirs(os.path.dirname(job.log), exist_ok=True)
-        with open(job.log, "a") as log:
-            log.write(f"\n$ {shlex.join(job.command)}\n")
-            log.flush()
-            self._proc = subprocess.Popen(job.command, cwd=ROOT, stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True,
-                                          env={**os.environ, **dict(job.env)})
-
-    def poll(self):
-        return self._proc.poll()
-
-    def terminate(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-
-
-def _say(line: str) -> None:
-    print(line, flush=True)  # progress must show up promptly in a log file too
-
-
-class Outcome(NamedTuple):
-    job: Job
-    status: str  # 'done' | 'stopped' | 'failed'
-    message: str  # for 'failed': the run's last error line
-
-
-def _last_error(log_path: str) -> str:
-    try:
-        with open(log_path, errors="replace") as f:
-            lines = [line.strip() for line in f if line.strip()]
-    except OSError:
-        return "no log"
-    errors = [line for line in lines if line.startswith("error:")]
-    return (errors or lines or ["no output"])[-1][:300]
-
-
-def run_jobs(jobs: list, sweep_dir: str, parallel: int = 1, start: Callable = _Process,
-             stop: StopRequest | None = None, report: Callable = _say,
-             poll_s: float = 0.2) -> list:
-    """Runs `jobs`, `parallel` at a time, until all end or `stop.requested` is set.
-
-    Args:
-      jobs: from make_jobs.
-      sweep_dir: where the runs write (to tell a finished run from a stopped one).
-      parallel: processes at once.
-      start: job -> a handle with poll() (None while running, else the exit status) and
-        terminate(); tests pass a fake.
-      stop: its `requested` flag stops the sweep: nothing new starts and running jobs get
-        terminate() (run.py then checkpoints and exits 143, stopping.STOPPED_STATUSES).
-      report: receives one progress line per finished job.
-      poll_s: seconds between polls.
-
-    Returns:
-      One Outcome per job that ran, in the order they ended.
-    """
-    stop = stop or StopRequest()
-    pending, running, outcomes = list(jobs), [], []
-    terminated = False
-    while (pending and not stop.requested) or running:
-        while pending and len(running) < parallel and not stop.requested:
-            job = pending.pop(0)
-            running.append((job, start(job), time.time()))
-        if stop.requested and not terminated:
-            for _, handle, _ in running:
-                handle.terminate()
-            terminated = True
-        still = []
-        for job, handle, began in running:
-            code = handle.poll()
-            if code is None:
-                still.append((job, handle, began))
-                continue
-            if all(is_finished(sweep_dir, job.point, s) for s in job.seeds):
-                outcome = Outcome(job, "done", "")
-            elif code in stopping.STOPPED_STATUSES or -code in stopping.SIGNALS:
-                # It checkpointed and exited 143 (or 130), or the signal came before its
-                # handler was installed: either way the same command resumes it.
-                outcome = Outcome(job, "stopped", "")
-            else:
-                outcome = Outcome(job, "failed", f"exit {code}: {_last_error(job.log)}")
-            outcomes.append(outcome)
-            seeds = ",".join(map(str, job.seeds))
-            report(f"[{len(outcomes)}/{len(jobs)}] {job.point.name} seed {seeds}: "
-                   f"{outcome.status} after {time.time() - began:.0f}s"
-                   + (f" ({outcome.message})" if outcome.message else ""))
-        running = still
-        if running:
-            time.sleep(poll_s)
-    return outcomes
 
 
 # --- The command ----------------------------------------------------------------------------
@@ -233,18 +147,35 @@ def _manifest_points(points: list) -> list:
     return [{"name": p.name, "settings": dict(p.settings), "steps": p.steps} for p in points]
 
 
-def write_results(sweep_dir: str, points: list, seeds: list, metrics: list, command: str,
-                  failures: tuple = (), baseline: str = "") -> str:
+def write_results(
+    sweep_dir: str,
+    points: list,
+    seeds: list,
+    metrics: list,
+    command: str,
+    failures: tuple = (),
+    baseline: str = "",
+) -> str:
     """results.csv / results.md / PNGs over the finished seeds; returns the markdown."""
     collected = results.collect(sweep_dir, _manifest_points(points), seeds)
     return results.write_all(sweep_dir, collected, metrics, command, failures, baseline)
 
 
-def sweep(config_spec: str, workdir: str, seeds: int | None = None, parallel: int = 1,
-          vmap: bool = False, axis_flags: tuple = (), set_flags: tuple = (), command: str = "",
-          start: Callable = _Process, stop: StopRequest | None = None,
-          report: Callable = _say, compilation_cache: bool = True,
-          baseline_flags: tuple = ()) -> int:
+def sweep(
+    config_spec: str,
+    workdir: str,
+    seeds: int | None = None,
+    parallel: int = 1,
+    vmap: bool = False,
+    axis_flags: tuple = (),
+    set_flags: tuple = (),
+    command: str = "",
+    start: Callable = Process,
+    stop: StopRequest | None = None,
+    report: Callable = say,
+    compilation_cache: bool = True,
+    baseline_flags: tuple = (),
+) -> int:
     """Runs (or continues) a sweep and writes its results; returns the exit status (0, or 1
     when a run failed or the sweep was stopped).
 
@@ -263,29 +194,54 @@ def sweep(config_spec: str, workdir: str, seeds: int | None = None, parallel: in
     seed_list = list(range(seeds))
     metrics = list(sweep_section.get("metrics", DEFAULT_METRICS))
     run_log.make_workdir(workdir)  # a file or an unwritable path: one line, before any run
+    plan = _Plan(config_spec, path, variant, points, seed_list, metrics, fixed, baseline, command)
     # A second sweep on W would start the same runs; each run locks its own workdir as well.
     with workdir_lock.WorkdirLock(workdir):
-        return _sweep(workdir, config_spec, path, variant, points, seed_list, metrics, fixed,
-                      baseline, parallel, vmap, command, start, stop, report, compilation_cache)
+        return _sweep(workdir, plan, parallel, vmap, start, stop, report, compilation_cache)
 
 
-def _sweep(workdir, config_spec, path, variant, points, seed_list, metrics, fixed, baseline,
-           parallel, vmap, command, start, stop, report, compilation_cache) -> int:
+class _Plan(NamedTuple):
+    """What a sweep runs, resolved from its config and flags."""
+
+    config_spec: str
+    path: str
+    variant: str
+    points: list
+    seed_list: list
+    metrics: list
+    fixed: tuple
+    baseline: str
+    command: str
+
+
+def _sweep(workdir, plan: _Plan, parallel, vmap, start, stop, report, compilation_cache) -> int:
+    config_spec, path, variant, points, seed_list, metrics, fixed, baseline, command = plan
     seeds = len(seed_list)
-    manifest = {"config": config_spec, "command": command, "seeds": seed_list, "metrics": metrics,
-                "points": _manifest_points(points), "baseline": baseline}
+    manifest = {
+        "config": config_spec,
+        "command": command,
+        "seeds": seed_list,
+        "metrics": metrics,
+        "points": _manifest_points(points),
+        "baseline": baseline,
+    }
     with open(os.path.join(workdir, results.MANIFEST), "w") as f:
         json.dump(manifest, f, indent=2)
 
     env = compilation_cache_env(workdir) if compilation_cache else ()
     jobs = make_jobs(workdir, path, variant, points, seed_list, fixed, vmap, env)
     runs = sum(len(j.seeds) for j in jobs)
-    report(f"{len(points)} points x {seeds} seeds: {len(points) * seeds - runs} finished, "
-           f"{runs} to run ({len(jobs)} processes, {parallel} at a time) in {workdir}")
-    with (stop or StopRequest()) as stop:
+    report(
+        f"{len(points)} points x {seeds} seeds: {len(points) * seeds - runs} finished, "
+        f"{runs} to run ({len(jobs)} processes, {parallel} at a time) in {workdir}"
+    )
+    with stop or StopRequest() as stop:
         outcomes = run_jobs(jobs, workdir, parallel, start, stop, report)
-    failures = tuple(f"{o.job.point.name} seed {','.join(map(str, o.job.seeds))}: {o.message}"
-                     for o in outcomes if o.status == "failed")
+    failures = tuple(
+        f"{o.job.point.name} seed {','.join(map(str, o.job.seeds))}: {o.message}"
+        for o in outcomes
+        if o.status == "failed"
+    )
     text = write_results(workdir, points, seed_list, metrics, command, failures, baseline)
     report(text.rstrip())
     if stop.requested or any(o.status == "stopped" for o in outcomes):
@@ -299,34 +255,63 @@ def _sweep(workdir, config_spec, path, variant, points, seed_list, metrics, fixe
 
 def main(argv):
     from absl import flags
+
     FLAGS = flags.FLAGS
     if len(argv) > 1:
         raise SweepError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
     command = shlex.join(["python", "-m", "s2s_jax.studies.sweep", *sys.argv[1:]])
-    return sweep(FLAGS.config, FLAGS.workdir, FLAGS.seeds, FLAGS.parallel, FLAGS.vmap,
-                 tuple(FLAGS.axis or ()), tuple(FLAGS.set or ()), command,
-                 compilation_cache=FLAGS.compilation_cache,
-                 baseline_flags=tuple(FLAGS.baseline or ()))
+    return sweep(
+        FLAGS.config,
+        FLAGS.workdir,
+        FLAGS.seeds,
+        FLAGS.parallel,
+        FLAGS.vmap,
+        tuple(FLAGS.axis or ()),
+        tuple(FLAGS.set or ()),
+        command,
+        compilation_cache=FLAGS.compilation_cache,
+        baseline_flags=tuple(FLAGS.baseline or ()),
+    )
 
 
 if __name__ == "__main__":
     from absl import flags
+
     from s2s_jax import cli
-    flags.DEFINE_string("config", None, "experiment config FILE or FILE:VARIANT with a `sweep` "
-                        "section", required=True)
-    flags.DEFINE_string("workdir", None, "sweep directory: W/<point>/seed<k> runs, results.*",
-                        required=True)
+
+    flags.DEFINE_string(
+        "config",
+        None,
+        "experiment config FILE or FILE:VARIANT with a `sweep` section",
+        required=True,
+    )
+    flags.DEFINE_string(
+        "workdir", None, "sweep directory: W/<point>/seed<k> runs, results.*", required=True
+    )
     flags.DEFINE_integer("seeds", None, "seeds 0..N-1 per point (default: config.sweep.seeds)")
     flags.DEFINE_integer("parallel", 1, "processes at a time")
-    flags.DEFINE_bool("vmap", False, "train the seeds of a point together in one vmapped "
-                      "program (s2s_jax.studies.multiseed) instead of one run.py per seed")
-    flags.DEFINE_multi_string("axis", None, "FIELD=V1,V2,...: replaces that field's axis or "
-                              "adds one (repeatable)")
-    flags.DEFINE_multi_string("set", None, "FIELD=VALUE for every point, e.g. "
-                              "train.steps=100 (repeatable)")
-    flags.DEFINE_multi_string("baseline", None, "FIELD=VALUE naming the grid point that "
-                              "results.md compares every other point with, seed by seed "
-                              "(repeatable; replaces sweep.baseline; 'none': no comparison)")
-    flags.DEFINE_bool("compilation_cache", True, "share compiled steps between the runs "
-                      "through W/xla_cache (see compilation_cache_env)")
+    flags.DEFINE_bool(
+        "vmap",
+        False,
+        "train the seeds of a point together in one vmapped "
+        "program (s2s_jax.studies.multiseed) instead of one run.py per seed",
+    )
+    flags.DEFINE_multi_string(
+        "axis", None, "FIELD=V1,V2,...: replaces that field's axis or adds one (repeatable)"
+    )
+    flags.DEFINE_multi_string(
+        "set", None, "FIELD=VALUE for every point, e.g. train.steps=100 (repeatable)"
+    )
+    flags.DEFINE_multi_string(
+        "baseline",
+        None,
+        "FIELD=VALUE naming the grid point that "
+        "results.md compares every other point with, seed by seed "
+        "(repeatable; replaces sweep.baseline; 'none': no comparison)",
+    )
+    flags.DEFINE_bool(
+        "compilation_cache",
+        True,
+        "share compiled steps between the runs through W/xla_cache (see compilation_cache_env)",
+    )
     cli.run(main, malloc_default=None)  # bad input (SweepError, GridError): one line, exit 2

@@ -8,6 +8,7 @@ A checkpoint that cannot be read is one of two things, told apart before restori
 shape than the state this config builds (other optimizer settings, another model), which is an
 error that touches nothing: setting it aside would throw the run away.
 """
+
 import os
 import shutil
 
@@ -18,10 +19,15 @@ from etils import epath
 
 from s2s_jax.training.run_log import write_error
 
-
 # Validation metrics that can pick the best checkpoint, and which way is better.
-BEST_MODES = {"exact_match": "max", "token_accuracy": "max", "free_token_accuracy": "max",
-              "bleu": "max", "loss": "min", "perplexity": "min"}
+BEST_MODES = {
+    "exact_match": "max",
+    "token_accuracy": "max",
+    "free_token_accuracy": "max",
+    "bleu": "max",
+    "loss": "min",
+    "perplexity": "min",
+}
 
 
 class StateMismatch(ValueError):
@@ -31,19 +37,25 @@ class StateMismatch(ValueError):
 def _leaf_shapes(tree) -> dict:
     """{'opt_state.1.0.mu.w': shape} for a pytree of arrays, orbax's metadata tree or a state:
     the same names for both, since orbax saves NamedTuples as dicts and tuples as lists."""
+
     def name(key):
         for attr in ("key", "name", "idx"):
             if hasattr(key, attr):
                 return str(getattr(key, attr))
         return str(key)
-    return {".".join(name(k) for k in path): tuple(leaf.shape)
-            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+    return {
+        ".".join(name(k) for k in path): tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
 
 
 def check_best_metric(best_metric: str) -> None:
     if best_metric not in BEST_MODES:
-        raise ValueError(f"unknown --config.train.best_metric {best_metric!r}; choose one of "
-                         f"{sorted(BEST_MODES)}")
+        raise ValueError(
+            f"unknown --config.train.best_metric {best_metric!r}; choose one of "
+            f"{sorted(BEST_MODES)}"
+        )
 
 
 class Checkpoints:
@@ -56,22 +68,33 @@ class Checkpoints:
         self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
         self._corrupt_dir = os.path.abspath(os.path.join(workdir, "corrupt_checkpoints"))
         metric = lambda metrics: metrics[best_metric]  # noqa: E731
-        policy = ocp.checkpoint_managers.AnyPreservationPolicy([
-            ocp.checkpoint_managers.LatestN(n=keep),
-            ocp.checkpoint_managers.BestN(get_metric_fn=metric, reverse=(best_mode == "min"),
-                                          n=1, keep_checkpoints_without_metrics=False),
-        ])
+        policy = ocp.checkpoint_managers.AnyPreservationPolicy(
+            [
+                ocp.checkpoint_managers.LatestN(n=keep),
+                ocp.checkpoint_managers.BestN(
+                    get_metric_fn=metric,
+                    reverse=(best_mode == "min"),
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
+                ),
+            ]
+        )
         # best_fn as well as the policy: without it orbax neither writes a checkpoint's metrics
         # (so a resumed run forgets which one was best) nor answers best_step() with anything
         # but the latest step.
-        options = ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=metric,
-                                               best_mode=best_mode, create=True,
-                                               enable_async_checkpointing=True)
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=policy,
+            best_fn=metric,
+            best_mode=best_mode,
+            create=True,
+            enable_async_checkpointing=True,
+        )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def save(self, step: int, state, data_state: dict, metrics: dict | None = None) -> None:
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                  data=ocp.args.JsonSave(data_state))
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)
+        )
         try:  # an asynchronous save that failed raises here, at the next one, or in wait()
             self._manager.save(step, args=args, metrics=metrics, force=True)
         except OSError as err:
@@ -105,8 +128,9 @@ class Checkpoints:
         # The handler, not the manager: a manager that has not saved yet knows no item types.
         handler = ocp.StandardCheckpointHandler()
         try:
-            saved = _leaf_shapes(handler.metadata(
-                epath.Path(self.directory) / str(step) / "state").tree)
+            saved = _leaf_shapes(
+                handler.metadata(epath.Path(self.directory) / str(step) / "state").tree
+            )
         finally:
             handler.close()
         wanted = _leaf_shapes(abstract_state)
@@ -116,10 +140,16 @@ class Checkpoints:
                 f"checkpoint {step} in {self.directory} holds a train state of another "
                 f"structure than this config builds ({len(differ)} arrays differ, e.g. "
                 f"{differ[0][0]}): it was written with other optimizer or model settings; use "
-                f"the run's own settings (its config.json), or give a new --workdir")
+                f"the run's own settings (its config.json), or give a new --workdir"
+            )
 
-    def restore(self, abstract_state, step: int | None = None, candidates: list | None = None,
-                set_aside: bool = True):
+    def restore(
+        self,
+        abstract_state,
+        step: int | None = None,
+        candidates: list | None = None,
+        set_aside: bool = True,
+    ):
         """Restores `step`, or the first readable checkpoint of `candidates` (default: newest
         first).
 
@@ -134,15 +164,17 @@ class Checkpoints:
           ValueError: `step` does not exist or is damaged; StateMismatch.
         """
         if step is not None and step not in self.steps():
-            raise ValueError(f"no checkpoint {step} in {self.directory}; choose one of "
-                             f"{self.steps()}")
+            raise ValueError(
+                f"no checkpoint {step} in {self.directory}; choose one of {self.steps()}"
+            )
         if step is not None:
             candidates = [step]
         elif candidates is None:
             candidates = self.steps()[::-1]
         for s in candidates:
-            args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                      data=ocp.args.JsonRestore())
+            args = ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
+            )
             try:
                 self._check_structure(s, abstract_state)
                 restored = self._manager.restore(s, args=args)
@@ -152,12 +184,19 @@ class Checkpoints:
                 first_line = str(err).splitlines()[0][:200] if str(err) else ""
                 reason = f"{type(err).__name__}: {first_line}"
                 if step is not None:
-                    raise ValueError(f"checkpoint {s} in {self.directory} cannot be read "
-                                     f"({reason}); pick another --checkpoint_step of "
-                                     f"{[c for c in self.steps() if c != s]}") from None
-                logging.warning("checkpoint %d is unreadable (%s); %s", s, reason,
-                                f"moving it to {self._corrupt_dir} and trying the next one"
-                                if set_aside else "trying the next one")
+                    raise ValueError(
+                        f"checkpoint {s} in {self.directory} cannot be read "
+                        f"({reason}); pick another --checkpoint_step of "
+                        f"{[c for c in self.steps() if c != s]}"
+                    ) from None
+                logging.warning(
+                    "checkpoint %d is unreadable (%s); %s",
+                    s,
+                    reason,
+                    f"moving it to {self._corrupt_dir} and trying the next one"
+                    if set_aside
+                    else "trying the next one",
+                )
                 if set_aside:
                     self._set_aside(s)
                 continue

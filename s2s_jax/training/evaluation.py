@@ -3,6 +3,7 @@
 The jitted step returns sums (not means) over real tokens and real examples, so batches padded
 with filler examples (targets_len == 0) and any split over devices add up exactly.
 """
+
 import math
 
 import jax
@@ -24,16 +25,16 @@ def make_eval_step(model, beam_size: int = 1, penalty: str = "gnmt", alpha: floa
 
     def eval_step(params, batch):
         targets, lengths = batch["targets"], batch["targets_len"]
-        forced = model.apply(params, batch, jax.random.PRNGKey(0), 0.0, train=False,
-                             teacher_forcing=True)
+        forced = model.apply(
+            params, batch, jax.random.PRNGKey(0), 0.0, train=False, teacher_forcing=True
+        )
         mask = losses.target_mask(targets, lengths)  # [B, T]
         tokens = jnp.sum(mask)
-        greedy = model.decode_greedy(params, batch["inputs"], batch["inputs_len"],
-                                     targets.shape[1], aux_inputs=batch.get("aux_inputs"))
+        source = (params, batch["inputs"], batch["inputs_len"], targets.shape[1])
+        greedy = model.decode_greedy(*source, aux_inputs=batch.get("aux_inputs"))
         predicted = jnp.argmax(greedy.logits, axis=-1).astype(jnp.int32)  # [B, T]
         if beam_size > 1:
-            beams, _ = model.decode_beam(params, batch["inputs"], batch["inputs_len"],
-                                         targets.shape[1], beam_size, penalty, alpha)
+            beams, _ = model.decode_beam(*source, beam_size, penalty, alpha)
             predicted = beams[:, 0]  # [B, T], best hypothesis
         examples = jnp.sum(lengths > 0)
         sums = {

@@ -23,17 +23,17 @@ from the compiled step (`memory_analysis().temp_size_in_bytes`) whether "keep" w
 training loop warns with it. Measurements of each mode: benchmarks/README.md, "Vmapped seeds and
 host memory".
 """
+
 import ctypes
 import ctypes.util
 import os
-from typing import Optional
 
 # mallopt parameters, from glibc's malloc.h.
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 MODES = ("keep", "keep_one_arena", "off")
 # The most a glibc thread arena's heap holds (HEAP_MAX_SIZE on 64-bit): a bigger block from a
 # thread other than the main one is mmap()ed, and unmapped when freed, in every mode but one arena.
-THREAD_HEAP_BYTES = 64 * 2 ** 20
+THREAD_HEAP_BYTES = 64 * 2**20
 _applied = None  # the mode keep_freed_memory applied to this process, if any
 
 
@@ -50,7 +50,7 @@ def keep_freed_memory(mode: str = "keep") -> bool:
     name = ctypes.util.find_library("c")
     if name is None:
         return False
-    settings = [(_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2 ** 31 - 1)]
+    settings = [(_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1)]
     if mode == "keep_one_arena":
         settings.append((_M_ARENA_MAX, 1))
     try:
@@ -60,7 +60,7 @@ def keep_freed_memory(mode: str = "keep") -> bool:
         return False
 
 
-def step_block_advice(temp_bytes: int) -> Optional[str]:
+def step_block_advice(temp_bytes: int) -> str | None:
     """What to change when a compiled step's temporaries, which XLA:CPU takes as one block per
     call, are too big for this process's malloc to keep; None when they are kept (or the user
     chose "off"). temp_bytes: `compiled.memory_analysis().temp_size_in_bytes`."""
@@ -68,8 +68,10 @@ def step_block_advice(temp_bytes: int) -> Optional[str]:
         return None
     if "glibc.malloc.hugetlb=1" in os.environ.get("GLIBC_TUNABLES", ""):
         return None  # mmap()ed in 2 MB pages: few faults
-    return (f"the train step's temporaries are one {temp_bytes / 2 ** 20:.0f} MB block, more "
-            f"than the {THREAD_HEAP_BYTES // 2 ** 20} MB a glibc thread heap holds, so every "
-            f"step page-faults it in again; rerun with --malloc_tuning=keep_one_arena, or with "
-            f"GLIBC_TUNABLES=glibc.malloc.hugetlb=1 in the environment "
-            f"(s2s_jax/training/host_memory.py)")
+    return (
+        f"the train step's temporaries are one {temp_bytes / 2**20:.0f} MB block, more "
+        f"than the {THREAD_HEAP_BYTES // 2**20} MB a glibc thread heap holds, so every "
+        f"step page-faults it in again; rerun with --malloc_tuning=keep_one_arena, or with "
+        f"GLIBC_TUNABLES=glibc.malloc.hugetlb=1 in the environment "
+        f"(s2s_jax/training/host_memory.py)"
+    )

@@ -7,6 +7,7 @@ The workdir's own `config.json` and vocabularies describe the model, so `--mode=
 They use the best readable checkpoint: a damaged one is skipped (and left where it is) for the
 next best, with a warning naming both; `--checkpoint_step` picks one.
 """
+
 import os
 import sys
 
@@ -15,17 +16,27 @@ import ml_collections
 from absl import logging
 
 from s2s_jax import data
-from s2s_jax.models import model
-from s2s_jax.training import checkpoint, evaluation, parallel, run_log, train, workdir_lock
 from s2s_jax.data import datasets
+from s2s_jax.models import model
+from s2s_jax.training import (
+    checkpoint,
+    evaluation,
+    parallel,
+    run_log,
+    settings,
+    train,
+    workdir_lock,
+)
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
     saved = run_log.read_config(workdir)
     if saved is None:
         path = os.path.join(workdir, run_log.CONFIG_FILE)
-        raise ValueError(f"{path} does not exist: --workdir must be a trained run directory "
-                         f"(train one with: python run.py --workdir={workdir})")
+        raise ValueError(
+            f"{path} does not exist: --workdir must be a trained run directory "
+            f"(train one with: python run.py --workdir={workdir})"
+        )
     return ml_collections.ConfigDict(saved)
 
 
@@ -41,26 +52,32 @@ def restore(config, workdir: str, mesh, step: int | None = None):
     """(model, replicated params, step) from checkpoint `step`, or else the best readable one
     (by validation train.best_metric; the latest when none has metrics)."""
     src_vocab, tgt_vocab = _vocabs(workdir)
-    net = model.build(train.model_config(config, len(src_vocab), len(tgt_vocab)))
+    net = model.build(settings.model_config(config, len(src_vocab), len(tgt_vocab)))
     # The optimizer state of the checkpoints is the one their run built: an optimizer flag on
     # this command (which decoding never uses) must not make them look unreadable.
     load_config(workdir)  # a workdir that holds no run: its one-line error
-    tx = train.make_optimizer(train.saved_train(workdir, config.train))
+    tx = settings.make_optimizer(settings.saved_train(workdir, config.train))
     t = config.train
     ckpt = checkpoint.Checkpoints(workdir, t.keep_checkpoints, t.best_metric)
     try:
         ranked = ckpt.ranked_steps()
-        restored = train.restore(ckpt, net, tx, parallel.replicated(mesh), step,
-                                 candidates=ranked, set_aside=False)
+        restored = train.restore(
+            ckpt, net, tx, parallel.replicated(mesh), step, candidates=ranked, set_aside=False
+        )
     finally:
         ckpt.close()
     if restored is None:
         what = "no readable checkpoint" if ranked else "no checkpoint"
-        raise ValueError(f"{what} in {ckpt.directory}; train first: "
-                         f"python run.py --workdir={workdir}")
+        raise ValueError(
+            f"{what} in {ckpt.directory}; train first: python run.py --workdir={workdir}"
+        )
     if step is None and restored.step != ranked[0]:
-        logging.warning("using checkpoint %d instead of the best one, %d, which cannot be read "
-                        "(--checkpoint_step picks another)", restored.step, ranked[0])
+        logging.warning(
+            "using checkpoint %d instead of the best one, %d, which cannot be read "
+            "(--checkpoint_step picks another)",
+            restored.step,
+            ranked[0],
+        )
     logging.info("restored checkpoint %d from %s", restored.step, ckpt.directory)
     return net, restored.state.params, restored.step
 
@@ -103,8 +120,9 @@ def _read_lines(path: str) -> list:
     return lines
 
 
-def predict(config, workdir: str, input_path: str, output_path: str, nbest: int = 1,
-            step: int | None = None) -> dict:
+def predict(
+    config, workdir: str, input_path: str, output_path: str, nbest: int = 1, step: int | None = None
+) -> dict:
     """Decodes every source line of `input_path` into `output_path` (`--mode=predict`).
 
     One hypothesis a line, or with `nbest > 1` the lines `INDEX<TAB>HYPOTHESIS<TAB>SCORE`, best
@@ -116,8 +134,9 @@ def predict(config, workdir: str, input_path: str, output_path: str, nbest: int 
         raise ValueError(f"--input={input_path} {what}; give a file or '-' for stdin")
     if output_path != "-":  # checked before decoding, which may take long
         if os.path.isdir(output_path):
-            raise ValueError(f"--output={output_path} is a directory; give a file path or '-' "
-                             "for stdout")
+            raise ValueError(
+                f"--output={output_path} is a directory; give a file path or '-' for stdout"
+            )
         os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
     t = config.train
     beam_size = max(t.beam_size, nbest)
@@ -128,29 +147,48 @@ def predict(config, workdir: str, input_path: str, output_path: str, nbest: int 
     max_len, tokenizer = config.data.max_len, config.data.tokenizer
     for number, line in enumerate(lines, 1):
         if len(data.tokenize(line, tokenizer)) > max_len:
-            logging.warning("%s:%d has more than %d tokens; only the first %d are read",
-                            input_path, number, max_len, max_len)
+            logging.warning(
+                "%s:%d has more than %d tokens; only the first %d are read",
+                input_path,
+                number,
+                max_len,
+                max_len,
+            )
     steps = max_len + 1
     buckets = data.shape_buckets(config.data.get("buckets", ""), max_len)  # one compile each
     params = train.host_params(params)
     if beam_size == 1:  # greedy, as evaluation decodes: through the input path training fed
-        decode = jax.jit(lambda p, x, n: (
-            jax.numpy.argmax(net.decode_greedy(p, x, n, steps).logits, -1)[:, None],  # [B, 1, T]
-            jax.numpy.zeros((x.shape[0], 1))))  # no score is written for one hypothesis
+        decode = jax.jit(
+            lambda p, x, n: (
+                jax.numpy.argmax(net.decode_greedy(p, x, n, steps).logits, -1)[
+                    :, None
+                ],  # [B, 1, T]
+                jax.numpy.zeros((x.shape[0], 1)),
+            )
+        )  # no score is written for one hypothesis
     else:
-        decode = jax.jit(lambda p, x, n: net.decode_beam(p, x, n, steps, beam_size,
-                                                         t.length_penalty, t.length_alpha))
+        decode = jax.jit(
+            lambda p, x, n: net.decode_beam(
+                p, x, n, steps, beam_size, t.length_penalty, t.length_alpha
+            )
+        )
     chunk = t.eval_batch_size
     results = []
     for start in range(0, len(lines), chunk):
-        part = lines[start:start + chunk]
-        enc = data.encode_batch(src_vocab, part + [""] * (chunk - len(part)), tokenizer, max_len,
-                                buckets)
+        part = lines[start : start + chunk]
+        enc = data.encode_batch(
+            src_vocab, part + [""] * (chunk - len(part)), tokenizer, max_len, buckets
+        )
         tokens, scores = jax.device_get(decode(params, enc["inputs"], enc["inputs_len"]))
         for row in range(len(part)):
             empty = enc["inputs_len"][row] == 0
-            hyps = [("" if empty else evaluation.detokenize(tgt_vocab, tokens[row, k], tokenizer),
-                     float(scores[row, k])) for k in range(nbest)]
+            hyps = [
+                (
+                    "" if empty else evaluation.detokenize(tgt_vocab, tokens[row, k], tokenizer),
+                    float(scores[row, k]),
+                )
+                for k in range(nbest)
+            ]
             results.append(hyps)
     out = sys.stdout if output_path == "-" else open(output_path, "w", encoding="utf-8")
     try:

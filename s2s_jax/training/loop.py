@@ -7,9 +7,11 @@ stacked on a leading [K] axis. Everything else, which steps log, evaluate or che
 stop saves, what a non-finite loss does, and the final test evaluation, is the same code for both,
 so a seed of the K-seed program writes what the ordinary run with that seed writes.
 """
+
 import contextlib
 import time
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -26,7 +28,8 @@ class TrainingError(RuntimeError):
 class Run(NamedTuple):
     """One run's files. `seed` is None for the ordinary run; a seed of the K-seed program names
     it, and its non-finite loss then stops that seed alone."""
-    seed: Optional[int]
+
+    seed: int | None
     log: RunLog
     ckpt: checkpoint.Checkpoints
 
@@ -41,6 +44,7 @@ class Program(NamedTuple):
     part: `(tree, k) -> tree`, run k's slice of a state or metrics tree (the identity for one run).
     evaluate: `(params, split) -> metrics` of one run's parameters.
     """
+
     step: Callable
     keys: jax.Array
     next_batch: Callable
@@ -54,8 +58,10 @@ def data_record(iterator_state: dict, window: list) -> dict:
     per-step metrics read since the last training row. A run stopped between two rows (SIGTERM
     saves the step in flight) thus writes the next row over the same steps, with the same values,
     as an uninterrupted run."""
-    return {"iterator": iterator_state,
-            "window": [[step, {k: float(v) for k, v in m.items()}] for step, m in window]}
+    return {
+        "iterator": iterator_state,
+        "window": [[step, {k: float(v) for k, v in m.items()}] for step, m in window],
+    }
 
 
 def from_data_record(record: dict) -> tuple:
@@ -81,9 +87,12 @@ def _failure(run: Run, value: float, step: int) -> str:
         raise TrainingError(
             f"the loss became {value} at step {step}; stopped without saving it. Kept "
             f"checkpoints: {run.ckpt.steps() or 'none'}. Lower --learning_rate or set "
-            f"--config.train.clip_norm, then rerun the same command to resume")
-    message = (f"seed {run.seed}: the loss became {value} at step {step}; its checkpoints stop "
-               f"at {run.ckpt.steps() or 'none'}")
+            f"--config.train.clip_norm, then rerun the same command to resume"
+        )
+    message = (
+        f"seed {run.seed}: the loss became {value} at step {step}; its checkpoints stop "
+        f"at {run.ckpt.steps() or 'none'}"
+    )
     run.log.info(message)
     return message
 
@@ -99,8 +108,7 @@ def _read(pending: list, runs: list, part, windows: list, failed: dict) -> None:
             windows[i].append((n, mine))
 
 
-def train_runs(runs: list, program: Program, state, start: int, windows: list, t,
-               stop) -> tuple:
+def train_runs(runs: list, program: Program, state, start: int, windows: list, t, stop) -> tuple:
     """Trains `runs` (all restored at step `start`) to t.steps, writing their rows and
     checkpoints, and evaluates each on test at the end.
 
@@ -164,19 +172,24 @@ def train_runs(runs: list, program: Program, state, start: int, windows: list, t
             clock += time.time() - eval_start  # steps/s and ETA count training time only
         if due_ckpt:
             for i in alive:
-                runs[i].ckpt.save(step, program.part(state, i),
-                                  data_record(program.data_state(i), windows[i]),
-                                  eval_metrics.get(i))
+                runs[i].ckpt.save(
+                    step,
+                    program.part(state, i),
+                    data_record(program.data_state(i), windows[i]),
+                    eval_metrics.get(i),
+                )
         if stopping:
             for run in runs:
                 run.ckpt.wait()
             seeds = [runs[i].seed for i in alive if runs[i].seed is not None]
             which = f" of seeds {seeds}" if seeds else ""
-            runs[0].log.info(f"stopped: saved checkpoint {step}{which}; rerun the same command "
-                             f"to resume")
+            runs[0].log.info(
+                f"stopped: saved checkpoint {step}{which}; rerun the same command to resume"
+            )
             stopped = {"stopped_at": step, "signal": stop.signal_name}
-            return [{"failed": failed[i]} if i in failed else stopped
-                    for i in range(len(runs))], state
+            return [
+                {"failed": failed[i]} if i in failed else stopped for i in range(len(runs))
+            ], state
     out = []
     for i, run in enumerate(runs):
         if i in failed:
@@ -202,8 +215,11 @@ def finish(closers, quiet: bool) -> None:
         except Exception as err:  # noqa: BLE001 - reported, and the first error goes on
             if not quiet:
                 raise
-            logging.warning("while stopping: %s: %s", type(err).__name__,
-                            (str(err).splitlines() or [""])[0][:200])
+            logging.warning(
+                "while stopping: %s: %s",
+                type(err).__name__,
+                (str(err).splitlines() or [""])[0][:200],
+            )
 
 
 @contextlib.contextmanager
@@ -217,5 +233,7 @@ def closing(runs: list):
         failing = True
         raise
     finally:
-        finish([f for run in runs for f in (run.ckpt.wait, run.ckpt.close, run.log.close)],
-               quiet=failing)
+        finish(
+            [f for run in runs for f in (run.ckpt.wait, run.ckpt.close, run.log.close)],
+            quiet=failing,
+        )

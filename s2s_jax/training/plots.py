@@ -2,6 +2,7 @@
 
 Both write PNG files with matplotlib's Agg backend (no display needed).
 """
+
 import json
 import os
 
@@ -60,8 +61,9 @@ def attention_heatmaps(examples, png_path: str) -> None:
     plt.close(fig)
 
 
-def write_run_pictures(workdir: str, net, params, batch, src_vocab, tgt_vocab,
-                       examples: int = 4) -> list:
+def write_run_pictures(
+    workdir: str, net, params, batch, src_vocab, tgt_vocab, examples: int = 4
+) -> list:
     """learning_curves.png and, for attention models, attention.png for the first test examples.
 
     batch: a host batch (numpy) of test examples. Returns the paths written.
@@ -80,11 +82,11 @@ def write_run_pictures(workdir: str, net, params, batch, src_vocab, tgt_vocab,
     weights = np.asarray(out.attention)
     items = []
     for b in range(n):
-        src = src_vocab.decode([int(i) for i in inputs[b][:lengths[b]]])
+        src = src_vocab.decode([int(i) for i in inputs[b][: lengths[b]]])
         hyp = tgt_vocab.decode([int(i) for i in tokens[b]])
         steps = min(len(hyp) + 1, tokens.shape[1])  # the output tokens and their EOS
         labels = hyp + ["</s>"] if steps > len(hyp) else hyp
-        items.append((src, labels[:steps], weights[b, :steps, :len(src)]))
+        items.append((src, labels[:steps], weights[b, :steps, : len(src)]))
     written.append(os.path.join(workdir, "attention.png"))
     attention_heatmaps(items, written[-1])
     return written

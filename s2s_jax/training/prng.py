@@ -7,6 +7,7 @@ threefry `split(k, n)[i] == fold_in(k, i)`, so a purpose read straight off a roo
 offset by one, as `PRNGKey(s + 1)` for training once was) is another seed's or another purpose's
 key. Folds of distinct roots by distinct purposes share no key (tests/test_prng.py).
 """
+
 import jax
 import numpy as np
 

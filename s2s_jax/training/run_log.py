@@ -5,6 +5,7 @@ no branches on the process index. A write that fails (a full disk) is a one-line
 naming the file and the fix; metrics.jsonl is appended a row at a time, so what a failure or a
 kill leaves is at most a torn last line, which the resuming run drops.
 """
+
 import errno
 import json
 import math
@@ -30,16 +31,24 @@ class WriteError(RuntimeError):
 def write_error(err: OSError, path: str, what: str) -> WriteError:
     """A one-line WriteError for an OSError raised while writing `what` `path`."""
     reason = err.strerror or str(err) or type(err).__name__
-    fix = ("free space there (or give a --workdir on another disk)"
-           if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "make it writable")
-    return WriteError(f"cannot write {what} {path} ({reason}); {fix}, then rerun the same "
-                      f"command: it resumes from the last complete checkpoint")
+    fix = (
+        "free space there (or give a --workdir on another disk)"
+        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        else "make it writable"
+    )
+    return WriteError(
+        f"cannot write {what} {path} ({reason}); {fix}, then rerun the same "
+        f"command: it resumes from the last complete checkpoint"
+    )
 
 
 def _fmt_duration(seconds: float) -> str:
     seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
-        f"{seconds // 60}m{seconds % 60:02d}s"
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+        if seconds >= 3600
+        else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
 
 
 def make_workdir(workdir: str) -> None:
@@ -52,8 +61,10 @@ def make_workdir(workdir: str) -> None:
         with tempfile.TemporaryFile(dir=workdir):
             pass
     except OSError as err:
-        raise ValueError(f"--workdir={workdir} cannot be created or written "
-                         f"({err.strerror or err}); give a writable directory path") from None
+        raise ValueError(
+            f"--workdir={workdir} cannot be created or written "
+            f"({err.strerror or err}); give a writable directory path"
+        ) from None
 
 
 def read_config(workdir: str):
@@ -83,7 +94,8 @@ def check_resumes(workdir: str, config) -> None:
                 raise ValueError(
                     f"{workdir} holds a run with {field}={old!r}, and this command sets "
                     f"{value!r}; a run resumes only with its own model and data: give a new "
-                    f"--workdir, or drop the flag to continue that run")
+                    f"--workdir, or drop the flag to continue that run"
+                )
 
 
 def drop_unvouched(workdir: str, names) -> None:
@@ -100,8 +112,7 @@ def drop_unvouched(workdir: str, names) -> None:
             os.remove(path)
         except FileNotFoundError:  # or another process of this run removed it first
             continue
-        logging.info("removed %s: a run that stopped before writing %s left it", path,
-                     CONFIG_FILE)
+        logging.info("removed %s: a run that stopped before writing %s left it", path, CONFIG_FILE)
 
 
 def parse_metrics(path: str, lines: list) -> list:
@@ -121,8 +132,10 @@ def parse_metrics(path: str, lines: list) -> list:
             if number == len(lines):
                 logging.warning("%s:%d is a torn last row (%s); dropping it", path, number, err)
                 break
-            raise ValueError(f"{path}:{number} is not a JSON row ({err}); delete that line (or "
-                             f"the file, to keep only the checkpoints' record) and rerun") from None
+            raise ValueError(
+                f"{path}:{number} is not a JSON row ({err}); delete that line (or "
+                f"the file, to keep only the checkpoints' record) and rerun"
+            ) from None
     return rows
 
 
@@ -134,6 +147,7 @@ class RunLog:
         if enabled:
             os.makedirs(workdir, exist_ok=True)
             from tensorboardX import SummaryWriter  # imported late: it is slow and optional
+
             self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     @property
@@ -182,33 +196,48 @@ class RunLog:
                 tag = f"{row.get('split', 'train')}/{key}"
                 self._tb.add_scalar(tag, value, row["step"])
 
-    def train_row(self, step: int, pending: list, seconds: float, steps_done: int,
-                  total_steps: int) -> None:
+    def train_row(
+        self, step: int, pending: list, seconds: float, steps_done: int, total_steps: int
+    ) -> None:
         """Averages the pending per-step metrics into one row and prints a progress line."""
         if not self.enabled:
             return
         values = {k: np.mean([float(m[k]) for _, m in pending]) for k in pending[-1][1]}
         tokens = sum(float(m["tokens"]) for _, m in pending)
         rate = steps_done / seconds if seconds > 0 else math.nan
-        row = {"step": step, "loss": float(values["loss"]),
-               "token_accuracy": float(values["token_accuracy"]),
-               "sampling_probability": float(values["sampling_probability"]),
-               "sampled_fraction": float(values["sampled_fraction"]),
-               "grad_norm": float(values["grad_norm"]),
-               "tokens_per_s": tokens / seconds if seconds > 0 else 0.0}
+        row = {
+            "step": step,
+            "loss": float(values["loss"]),
+            "token_accuracy": float(values["token_accuracy"]),
+            "sampling_probability": float(values["sampling_probability"]),
+            "sampled_fraction": float(values["sampled_fraction"]),
+            "grad_norm": float(values["grad_norm"]),
+            "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
+        }
         self._append(row)
         eta = (total_steps - step) / rate if rate > 0 else math.nan
-        logging.info("step %d/%d loss %.4f acc %.3f p %.3f | %.1f steps/s %.0f tok/s ETA %s",
-                     step, total_steps, row["loss"], row["token_accuracy"],
-                     row["sampling_probability"], rate, row["tokens_per_s"],
-                     _fmt_duration(eta) if math.isfinite(eta) else "?")
+        logging.info(
+            "step %d/%d loss %.4f acc %.3f p %.3f | %.1f steps/s %.0f tok/s ETA %s",
+            step,
+            total_steps,
+            row["loss"],
+            row["token_accuracy"],
+            row["sampling_probability"],
+            rate,
+            row["tokens_per_s"],
+            _fmt_duration(eta) if math.isfinite(eta) else "?",
+        )
 
     def eval_row(self, step: int, split: str, metrics: dict) -> None:
         if not self.enabled:
             return
         self._append({"step": step, "split": split, **metrics})
-        logging.info("eval %s at step %d: %s", split, step,
-                     " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+        logging.info(
+            "eval %s at step %d: %s",
+            split,
+            step,
+            " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)),
+        )
 
     def info(self, message: str) -> None:
         if self.enabled:
@@ -220,8 +249,9 @@ class RunLog:
             try:
                 tb.close()
             except OSError as err:
-                raise write_error(err, os.path.join(self.workdir, "tensorboard"),
-                                  "TensorBoard events to") from None
+                raise write_error(
+                    err, os.path.join(self.workdir, "tensorboard"), "TensorBoard events to"
+                ) from None
 
 
 class _LibraryInfoFilter:

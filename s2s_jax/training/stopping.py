@@ -9,6 +9,7 @@ A stopped run exits with 128 + the signal's number (143 for SIGTERM, 130 for Ctr
 shell reports for a process the signal ended, and not 0: `python run.py && next-step` must not
 go on after a preemption as if the run had finished. Its final JSON line says `stopped_at`.
 """
+
 import signal
 
 from absl import logging
@@ -44,8 +45,10 @@ class StopRequest:
         if signum == signal.SIGINT:
             if self.requested:
                 raise KeyboardInterrupt
-            logging.warning("Ctrl-C: stopping after the step in flight, with a checkpoint "
-                            "(press Ctrl-C again to quit at once, without one)")
+            logging.warning(
+                "Ctrl-C: stopping after the step in flight, with a checkpoint "
+                "(press Ctrl-C again to quit at once, without one)"
+            )
         self.requested = True
         self.signal_name = self.signal_name or signal.Signals(signum).name
 
