@@ -17,7 +17,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from s2s_jax import cli
-from s2s_jax.models import attention, bridges, cells, model, sampling
+from s2s_jax.models import attention, bridges, cells, model, precision, sampling
 from s2s_jax.training import stopping
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -54,6 +54,7 @@ _ALIASES = {
     "dropout": ("model.dropout", flags.DEFINE_float, None),
     "sampling_mode": ("model.sampling_mode", flags.DEFINE_enum, list(sampling.SAMPLING_MODES)),
     "sample_from": ("model.sample_from", flags.DEFINE_enum, list(sampling.SAMPLE_FROM)),
+    "precision": ("model.precision", flags.DEFINE_enum, sorted(precision.PRECISIONS)),
     "sampling_schedule": ("sampling.schedule", flags.DEFINE_enum, sorted(sampling.SCHEDULES)),
     "sampling_probability": ("sampling.probability", flags.DEFINE_float, None),
     "dataset": ("data.dataset", flags.DEFINE_string, None),
@@ -118,7 +119,7 @@ def _trained_config(workdir: str):
     """eval and predict: the run's own config.json, with this command's --config.FIELD and alias
     flags on top (decoding, evaluation data, devices), as long as they leave the model alone:
     its checkpoints hold that model's parameters."""
-    from s2s_jax.training import inference
+    from s2s_jax.training import inference, run_log
 
     saved = inference.load_config(workdir)
     config = saved.copy_and_resolve_references()
@@ -126,7 +127,9 @@ def _trained_config(workdir: str):
         _set(config, field, value)
     _apply_aliases(config)
     for name, value in config.model.items():
-        if value != saved.model[name]:
+        # A field added since the run was trained has its default there.
+        moves = f"model.{name}" in run_log.MAY_MOVE  # precision: same parameters
+        if not moves and value != saved.model.get(name, value):
             raise ValueError(
                 f"model.{name}={value!r} would change the trained model (it has "
                 f"{saved.model[name]!r}); --mode={FLAGS.mode} uses the run's own "

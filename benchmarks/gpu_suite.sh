@@ -27,7 +27,7 @@ run python3 benchmarks/compare.py --torch_device=cuda --rounds="$rounds" --sampl
 run python3 benchmarks/compare.py --torch_device=cuda --rounds="$rounds" --sampling_probs=0
 run python3 benchmarks/decode_throughput.py --bridge=attention
 for bridge in attention dense; do
-  run python3 benchmarks/train_throughput.py --bridge="$bridge" --dtype=bfloat16
+  run python3 benchmarks/train_throughput.py --bridge="$bridge" --precision=bfloat16
 done
 run python3 benchmarks/compare.py --torch_device=cuda --rounds="$rounds" --batch=512 \
   --bridges=attention,dense --sampling_probs=0.25

@@ -44,6 +44,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     m.next_inputs = "softmax_embedding"  # output mode, of the logits: softmax_embedding | dense |
     # identity (TF's next_inputs_fn=None; needs emb == the target vocabulary size)
     m.output_gradient = False  # output mode: backpropagate through the fed-back vector
+    # Matmuls: float32 | bfloat16 (bfloat16 operands, float32 accumulation: CPU AMX, GPU tensor
+    # cores, TPU); parameters, optimizer, cell states, softmaxes and the loss stay float32.
+    m.precision = "float32"
 
     s = c.sampling = ml_collections.ConfigDict()
     s.schedule = "inverse_sigmoid"  # constant | linear | exponential | inverse_sigmoid

@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from s2s_jax.models import precision
+
 Carry = tuple  # tuple of [B, H] arrays, names in Cell.state_names
 State = list  # list over layers of Carry
 
@@ -35,9 +37,9 @@ def dense_init(rng, in_dim, out_dim, use_bias):
 
 
 def dense(params, x):
-    """Applies a linen Dense created by `dense_init` (features are read off the kernel)."""
-    features = params["kernel"].shape[-1]
-    return nn.Dense(features, use_bias="bias" in params).apply({"params": params}, x)
+    """Applies a linen Dense created by `dense_init`, its matmul in the current precision."""
+    y = precision.dot(x, params["kernel"])
+    return y + params["bias"] if "bias" in params else y
 
 
 # --- LSTM ------------------------------------------------------------------------------------
@@ -55,7 +57,7 @@ def _lstm_init(rng, input_dim, hidden):
 
 def _lstm_step(params, carry, x_proj):
     c, h = carry
-    gates = x_proj + h @ params["recurrent"]["kernel"]  # [B, 4H]
+    gates = x_proj + precision.dot(h, params["recurrent"]["kernel"])  # [B, 4H]
     i, f, g, o = jnp.split(gates, 4, axis=-1)
     c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
     h = jax.nn.sigmoid(o) * jnp.tanh(c)

@@ -4,8 +4,7 @@ import dataclasses
 
 from s2s_jax.models import attention as attention_lib
 from s2s_jax.models import bridges, cells, sampling
-
-COMPUTE_DTYPES = ("bfloat16", "float16", "float32")
+from s2s_jax.models import precision as precision_lib
 
 # The config files' and the command line's spelling of attention: `bridge="attention"`, with the
 # initial state's bridge in `attention_init` and the attention in `attention_type`.
@@ -42,9 +41,9 @@ class ModelConfig:
     next_inputs: str = "softmax_embedding"  # output mode: sampling.NEXT_INPUTS
     output_gradient: bool = False  # output mode: gradients through the fed-back vector
     aux_dim: int = 0  # width of batch['aux_inputs'] [B, T, A], then required (Python API only)
-    # Activations and matmuls; parameters (and so gradients and optimizer state) stay float32.
-    # 'bfloat16' suits accelerators and CPUs with bf16 matrix units (AMX); logits come out in it.
-    compute_dtype: str = "float32"
+    # Of the matmuls (precision.PRECISIONS): 'bfloat16' multiplies bfloat16 operands and
+    # accumulates in float32; parameters, states, softmaxes and the loss stay float32.
+    precision: str = "float32"
 
     @classmethod
     def from_experiment(
@@ -140,7 +139,7 @@ def check(cfg: ModelConfig) -> None:
         ("sampling_mode", sampling.SAMPLING_MODES),
         ("sample_from", sampling.SAMPLE_FROM),
         ("next_inputs", sampling.NEXT_INPUTS),
-        ("compute_dtype", COMPUTE_DTYPES),
+        ("precision", precision_lib.PRECISIONS),
     ):
         if getattr(cfg, name) not in choices:
             raise ValueError(

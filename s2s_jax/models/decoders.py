@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from s2s_jax.models import attention as attention_lib
-from s2s_jax.models import cells, encoders, sampling
+from s2s_jax.models import cells, encoders, precision, sampling
 from s2s_jax.models.cells import dense, dense_init
 
 FEEDS = ("scheduled", "teacher_forcing", "free_running")  # what a step t >= 1 reads
@@ -131,7 +131,7 @@ def prepare_memory(params, opts, sizes, encoder_outputs, source_mask, fixed_inpu
         keys, mask, w_ctx = encoder_outputs, source_mask, parts.w_ctx
         prepared = opts.attention.prepare(params["attention"], keys)
     if fixed_inputs is not None:
-        fixed_proj = fixed_inputs @ parts.w_fixed
+        fixed_proj = precision.dot(fixed_inputs, parts.w_fixed)
     return Memory(keys, prepared, mask, fixed_proj, w_ctx)
 
 
@@ -170,7 +170,7 @@ def step(
     if opts.attention is not None:
         query = state[-1][-1]  # the top layer's h after the previous step: [B, H]
         context, weights = attend_fn(opts.attention, params["attention"], query, memory)
-        x_proj = x_proj + context @ memory.w_ctx
+        x_proj = x_proj + precision.dot(context, memory.w_ctx)
     if memory.fixed_proj is not None:
         x_proj = x_proj + memory.fixed_proj
     state, h = cells.stack_step(
@@ -189,7 +189,8 @@ def step(
 def project_tokens(params, sizes: InputSizes, tokens):
     """Layer 0's projection of token ids [...]: [..., G*H] (embedding, its kernel rows, bias)."""
     w_emb = kernel_parts(params["layers"][0], sizes).w_emb
-    return encoders.embed(params["embed"], tokens) @ w_emb + params["layers"][0]["input"]["bias"]
+    embedded = encoders.embed(params["embed"], tokens)
+    return precision.dot(embedded, w_emb) + params["layers"][0]["input"]["bias"]
 
 
 def feed_mask(feed: str, key, probability, batch: int, t):
@@ -217,7 +218,7 @@ def feedback(params, opts: DecoderOptions, sizes: InputSizes, prev_logits, key):
     )  # [B, E]
     w_emb = kernel_parts(params["layers"][0], sizes).w_emb
     bias = params["layers"][0]["input"]["bias"]
-    return fed_vec @ w_emb + bias, sampling.argmax(prev_logits)
+    return precision.dot(fed_vec, w_emb) + bias, sampling.argmax(prev_logits)
 
 
 def scan(params, opts, sizes, memory, initial_state, gold_inputs, aux_proj, rng, probability, feed):
@@ -294,7 +295,7 @@ def unroll(
     aux_proj = None
     if aux_inputs is not None:
         w_aux = kernel_parts(params["layers"][0], sizes).w_aux
-        aux_proj = jnp.swapaxes(aux_inputs, 0, 1) @ w_aux  # [T, B, G*H]
+        aux_proj = precision.dot(jnp.swapaxes(aux_inputs, 0, 1), w_aux)  # [T, B, G*H]
     memory = prepare_memory(params, opts, sizes, encoder_outputs, source_mask, fixed_inputs)
     logits, sample_ids, fed, weights = scan_fn(
         params, opts, sizes, memory, initial_state, gold_inputs, aux_proj, rng, probability, feed

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from s2s_jax.models import cells
+from s2s_jax.models import cells, precision
 
 
 class Encoded(NamedTuple):
@@ -74,30 +74,33 @@ def _masked_scan(cell, params, x_proj, mask):
     return jax.lax.scan(step, carry0, (x_proj, mask))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _lstm_scan(cell, kernel, x_proj, mask):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _lstm_scan(cell, mode, kernel, x_proj, mask):
     """`_masked_scan` of an LSTM whose recurrent-kernel gradient is one matmul after the loop.
 
     An LSTM's gates are x_proj + h_prev @ kernel, so the loop's gradient with respect to x_proj
     is the gradient of the gates, and the kernel's is sum_t h_prev_t^T d_gates_t: one
     [H, S*B] x [S*B, 4H] matmul instead of a [H, B] x [B, 4H] product added up every step.
+    `mode` is the matmul precision (the backward pass is traced outside the forward's
+    `precision.matmuls`).
     """
+    del mode
     return _masked_scan(cell, {"recurrent": {"kernel": kernel}}, x_proj, mask)
 
 
-def _lstm_scan_fwd(cell, kernel, x_proj, mask):
+def _lstm_scan_fwd(cell, mode, kernel, x_proj, mask):
     params = {"recurrent": {"kernel": kernel}}  # a constant inside: no per-step gradient
     out, vjp_fn = jax.vjp(lambda xp: _masked_scan(cell, params, xp, mask), x_proj)
     return out, (vjp_fn, out[1])
 
 
-def _lstm_scan_bwd(cell, res, ct):
+def _lstm_scan_bwd(cell, mode, res, ct):
     del cell
     vjp_fn, outs = res
     (d_gates,) = vjp_fn(ct)  # [S, B, 4H]
     # h_prev at step t is outs[t - 1] wherever step t is real; elsewhere d_gates is 0.
     h_prev = jnp.concatenate([jnp.zeros_like(outs[:1]), outs[:-1]])  # [S, B, H]
-    return jnp.einsum("sbh,sbg->hg", h_prev, d_gates), d_gates, None
+    return precision.einsum("sbh,sbg->hg", h_prev, d_gates, mode), d_gates, None
 
 
 _lstm_scan.defvjp(_lstm_scan_fwd, _lstm_scan_bwd)
@@ -111,7 +114,9 @@ def _scan_direction(cell, params, x, mask):
     """
     x_proj = cell.project(params, x)  # [S, B, G*H], hoisted out of the scan
     if cell.linear_recurrence:
-        final, outs = _lstm_scan(cell, params["recurrent"]["kernel"], x_proj, mask)
+        final, outs = _lstm_scan(
+            cell, precision.current(), params["recurrent"]["kernel"], x_proj, mask
+        )
     else:
         final, outs = _masked_scan(cell, params, x_proj, mask)
     return outs, final

@@ -19,13 +19,14 @@ time loop:
   and argmax two plain reductions (sampling.argmax, equal to jnp.argmax).
 """
 
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from s2s_jax.models import attention as attention_lib
-from s2s_jax.models import decoders, encoders, sampling
+from s2s_jax.models import decoders, encoders, precision, sampling
 
 sg = jax.lax.stop_gradient
 
@@ -102,9 +103,9 @@ def _loop(opts, sizes, embed_params, diff: _Differentiable, const: _Constant):
     never = const.need is None  # teacher forcing, known when tracing: nothing to sample
 
     def sample(out, key, t, all_logits):
-        logits = out @ const.out_kernel + const.out_bias  # [B, V]
+        logits = precision.dot(out, const.out_kernel) + const.out_bias  # [B, V]
         tokens = sampling.sample_tokens(key, logits, opts.sample_from, opts.temperature)
-        fed_proj = encoders.embed({"embedding": table}, tokens) @ w_emb + bias  # [B, G*H]
+        fed_proj = precision.dot(encoders.embed({"embedding": table}, tokens), w_emb) + bias
         # Written in place into [B, T, V], the layout of the result: no transpose afterwards.
         all_logits = jax.lax.dynamic_update_slice_in_dim(all_logits, logits[:, None], t, 1)
         return tokens, fed_proj, all_logits
@@ -167,8 +168,8 @@ def _input_gradients(embed_params, inputs, d_proj):
     """
     table, w_emb, _ = embed_params
     x = encoders.embed({"embedding": table}, inputs)  # [T, B, E]
-    d_w = jnp.einsum("tbe,tbg->eg", x, d_proj)
-    d_table = jnp.zeros_like(table).at[inputs].add(d_proj @ w_emb.T)
+    d_w = precision.einsum("tbe,tbg->eg", x, d_proj)
+    d_table = jnp.zeros_like(table).at[inputs].add(precision.dot(d_proj, w_emb.T))
     return d_table, d_w, jnp.sum(d_proj, axis=(0, 1))
 
 
@@ -184,7 +185,11 @@ def _make_loop(opts, sizes):
     gradient as one matmul with the layer's h of the previous steps. For any cell it is the
     gradient of the attention context's projection, whose kernel rows get theirs as one matmul
     with the contexts of all steps instead of a [Dk, G*H] product added up every step.
+
+    The backward pass is traced after the forward one has left its `precision.matmuls`, so it
+    runs in the precision captured here, when the forward pass is traced.
     """
+    mode = precision.current()
 
     @jax.custom_vjp
     def loop(embed_params, diff, const, gold):
@@ -212,6 +217,10 @@ def _make_loop(opts, sizes):
         return (outs, aux), residuals
 
     def bwd(res, cts):
+        with precision.matmuls(mode):
+            return _bwd(res, cts)
+
+    def _bwd(res, cts):
         (
             vjp_fn,
             embed_params,
@@ -237,14 +246,14 @@ def _make_loop(opts, sizes):
             d_diff = d_diff._replace(attention=d_attention, keys=d_keys, probes=None)
         if sizes.context:  # outs [T, B, H + Dk] end with the attention contexts
             contexts = outs[..., outs.shape[-1] - sizes.context :]
-            d_ctx = jnp.einsum("tbc,tbg->cg", contexts, d_base)
+            d_ctx = precision.einsum("tbc,tbg->cg", contexts, d_base)
             _, ctx_vjp = jax.vjp(
                 lambda k: decoders.kernel_parts({"input": {"kernel": k}}, sizes).w_ctx, kernel
             )
             d_layer0["input"]["kernel"] = d_layer0["input"]["kernel"] + ctx_vjp(d_ctx)[0]
         if h0 is not None:
             h_prev = jnp.concatenate([initial[0][None], h0[:-1]])  # [T, B, H]
-            d_layer0["recurrent"]["kernel"] = jnp.einsum("tbh,tbg->hg", h_prev, d_base)
+            d_layer0["recurrent"]["kernel"] = precision.einsum("tbh,tbg->hg", h_prev, d_base)
         fed_tokens = jnp.concatenate([jnp.zeros_like(next_tokens[:1]), next_tokens[:-1]])
         inputs = jnp.where(fed, fed_tokens, gold)  # [T, B]
         d_embed = _input_gradients(embed_params, inputs, d_base)
@@ -255,24 +264,25 @@ def _make_loop(opts, sizes):
     return loop
 
 
-@jax.custom_vjp
-def _output_logits(out, kernel, bias, loop_logits, use_loop):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _output_logits(mode, out, kernel, bias, loop_logits, use_loop):
     """Logits [B, T, V] of out [B, T, O]: the ones the loop computed when it did so for every
     step, else one matmul (always, when `loop_logits` is None). Either way the gradient is two
-    big matmuls."""
+    big matmuls, in precision `mode`."""
+    logits = lambda: precision.dot(out, kernel, mode) + bias  # noqa: E731
     if loop_logits is None:
-        return out @ kernel + bias
-    return jax.lax.cond(use_loop, lambda: loop_logits, lambda: out @ kernel + bias)
+        return logits()
+    return jax.lax.cond(use_loop, lambda: loop_logits, logits)
 
 
-def _output_logits_fwd(out, kernel, bias, loop_logits, use_loop):
-    return _output_logits(out, kernel, bias, loop_logits, use_loop), (out, kernel)
+def _output_logits_fwd(mode, out, kernel, bias, loop_logits, use_loop):
+    return _output_logits(mode, out, kernel, bias, loop_logits, use_loop), (out, kernel)
 
 
-def _output_logits_bwd(res, g):
+def _output_logits_bwd(mode, res, g):
     out, kernel = res
-    d_out = g @ kernel.T  # [B, T, O]
-    d_kernel = jnp.einsum("bto,btv->ov", out, g)
+    d_out = precision.dot(g, kernel.T, mode)  # [B, T, O]
+    d_kernel = precision.einsum("bto,btv->ov", out, g, mode)
     return d_out, d_kernel, jnp.sum(g, axis=(0, 1)), None, None
 
 
@@ -306,7 +316,8 @@ def scan(params, opts, sizes, memory, initial_state, gold_inputs, aux_proj, rng,
     )
     table, w_emb, bias = map(sg, embed_params)  # their gradient comes from _make_loop
     gold = gold_inputs.T  # [T, B]
-    gold_proj = encoders.embed({"embedding": table}, gold) @ w_emb + bias  # [T, B, G*H], hoisted
+    gold_embedded = encoders.embed({"embedding": table}, gold)  # [T, B, E]
+    gold_proj = precision.dot(gold_embedded, w_emb) + bias  # [T, B, G*H], hoisted
 
     step_keys = jax.vmap(lambda k: jax.random.split(k, 3))(jax.random.split(rng, steps))
     k_choose, k_token, k_dropout = step_keys[:, 0], step_keys[:, 1], step_keys[:, 2]
@@ -337,7 +348,9 @@ def scan(params, opts, sizes, memory, initial_state, gold_inputs, aux_proj, rng,
     )
     use_loop = None if forced else jnp.all(need)
     loop_logits = None if forced else sg(loop_logits)
-    logits = _output_logits(jnp.swapaxes(outs, 0, 1), out_kernel, out_bias, loop_logits, use_loop)
+    logits = _output_logits(
+        precision.current(), jnp.swapaxes(outs, 0, 1), out_kernel, out_bias, loop_logits, use_loop
+    )
     tokens = jnp.concatenate([jnp.zeros_like(next_tokens[:1]), next_tokens[:-1]])  # [T, B]
     sample_ids = jnp.swapaxes(jnp.where(fed, tokens, -1), 0, 1)  # [B, T]
     return logits, sample_ids, fed, weights

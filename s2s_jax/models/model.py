@@ -11,15 +11,14 @@ import jax
 import jax.numpy as jnp
 
 from s2s_jax.models import attention as attention_lib
-from s2s_jax.models import beam, bridges, cells, config, decoders, encoders, fast_unroll
-from s2s_jax.models.config import ATTENTION_BRIDGE, BRIDGE_SPELLINGS, COMPUTE_DTYPES, ModelConfig
+from s2s_jax.models import beam, bridges, cells, config, decoders, encoders, fast_unroll, precision
+from s2s_jax.models.config import ATTENTION_BRIDGE, BRIDGE_SPELLINGS, ModelConfig
 
 # ModelConfig and its names are read through this module too (model.ModelConfig).
 __all__ = [
     "ATTENTION_BRIDGE",
     "BRIDGE_SPELLINGS",
     "BOS_ID",
-    "COMPUTE_DTYPES",
     "EOS_ID",
     "PAD_ID",
     "Model",
@@ -58,15 +57,6 @@ def _check_aux(cfg: ModelConfig, aux_inputs, gold_shape) -> None:
         )
 
 
-def _cast(params, dtype: str):
-    """Floating-point leaves of `params` in `dtype` (the identity for float32)."""
-    if dtype == "float32":
-        return params
-    return jax.tree_util.tree_map(
-        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, params
-    )
-
-
 def build(cfg: ModelConfig) -> Model:
     """Resolves the registries named in `cfg` and returns the model's pure functions.
 
@@ -75,6 +65,7 @@ def build(cfg: ModelConfig) -> Model:
         state structures), with a message that names both sides and the fix.
     """
     config.check(cfg)
+    precision.check_backend(cfg.precision)
     enc_cell = cells.get_cell(cfg.cell)
     bridge = bridges.get_bridge(cfg.bridge)
     enc_spec, dec_spec = cfg.encoder_spec(), cfg.decoder_spec()
@@ -136,9 +127,6 @@ def build(cfg: ModelConfig) -> Model:
         aux_inputs=None,
     ):
         _check_aux(cfg, aux_inputs, gold_inputs.shape)
-        params = _cast(params, cfg.compute_dtype)
-        if aux_inputs is not None and cfg.compute_dtype != "float32":
-            aux_inputs = aux_inputs.astype(cfg.compute_dtype)
         k_enc, k_dec = jax.random.split(rng)
         encoded = encoders.encode(
             params["encoder"],
@@ -243,7 +231,6 @@ def build(cfg: ModelConfig) -> Model:
                 f"aux_dim={cfg.aux_dim}); decode greedily instead "
                 f"(decode_greedy(..., aux_inputs=...), beam_size=1)"
             )
-        params = _cast(params, cfg.compute_dtype)
         encoded = encoders.encode(params["encoder"], enc_cell, inputs, inputs_len)
         cond = bridge.apply(params["bridge"], encoded.state, dec_spec)
         repeat = lambda x: None if x is None else jnp.repeat(x, beam_size, axis=0)  # noqa: E731
@@ -272,4 +259,6 @@ def build(cfg: ModelConfig) -> Model:
             min_len=min_len,
         )
 
-    return Model(cfg, init, apply, decode_greedy, decode_beam)
+    # Every matmul they trace runs in cfg.precision; the parameters stay float32.
+    in_precision = lambda fn: precision.within(cfg.precision, fn)  # noqa: E731
+    return Model(cfg, init, *map(in_precision, (apply, decode_greedy, decode_beam)))

@@ -22,6 +22,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from s2s_jax.models import precision
 from s2s_jax.models.cells import dense, dense_init
 
 
@@ -215,7 +216,7 @@ def _fits_any(vocab, emb):
 def _soft_embedding(params, logits, embedding, temperature):
     # The expected embedding under the step's distribution: differentiable, no extra parameters.
     del params
-    return jax.nn.softmax(logits / temperature, axis=-1) @ embedding  # [B, E]
+    return precision.dot(jax.nn.softmax(logits / temperature, axis=-1), embedding)  # [B, E]
 
 
 def _dense_next(params, logits, embedding, temperature):

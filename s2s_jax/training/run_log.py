@@ -19,9 +19,10 @@ METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 # What a workdir's run is: its checkpoints hold this model's parameters, its vocabularies and
 # data iterator state this data's. train, sampling and the rest may change when it resumes
-# (more steps, another learning rate); data.data_dir is only where the prepared data lies.
+# (more steps, another learning rate); data.data_dir is only where the prepared data lies, and
+# model.precision only how the matmuls of the same float32 parameters are run.
 RUN_DEFINING = ("model", "data")
-MAY_MOVE = ("data.data_dir",)
+MAY_MOVE = ("data.data_dir", "model.precision")
 
 
 class WriteError(RuntimeError):
