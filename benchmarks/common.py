@@ -69,6 +69,7 @@ SIZE_FLAGS = (
     "cell",
     "attention_type",
     "sample_from",
+    "precision",
     "steps",
     "warmup",
     "seed",
@@ -120,6 +121,14 @@ def define_size_flags():
         ["argmax", "categorical"],
         "how a fed-back token is drawn from the previous step's logits",
     )
+    flags.DEFINE_enum(
+        "precision",
+        "float32",
+        ["bfloat16", "float32"],  # s2s_jax.models.precision.PRECISIONS
+        "matmul precision. JAX: ModelConfig.precision (bfloat16 operands, float32 accumulation; "
+        "parameters and optimizer state stay float32). PyTorch: torch.autocast(bfloat16) around "
+        "the forward pass and the loss. The matmul peak is measured in the same precision",
+    )
     flags.DEFINE_integer("steps", 20, "timed training steps")
     flags.DEFINE_integer("warmup", 3, "untimed steps after compilation")
 
@@ -131,10 +140,13 @@ def define_flags():
     flags.DEFINE_float("sampling_prob", 0.25, "scheduled-sampling probability (0: teacher forcing)")
 
 
-def subprocess_args(bridge: str, probability) -> list:
+def subprocess_args(bridge: str, probability, **overrides) -> list:
     """Flags that make a training benchmark in a subprocess run this process's settings (every
-    SIZE_FLAGS flag) with `bridge` and `probability`."""
-    args = [f"--{n}={FLAGS[n].value}" for n in SIZE_FLAGS]
+    SIZE_FLAGS flag, or its value in `overrides`) with `bridge` and `probability`."""
+    unknown = set(overrides) - set(SIZE_FLAGS)
+    if unknown:
+        raise ValueError(f"not size flags: {sorted(unknown)}")
+    args = [f"--{n}={overrides.get(n, FLAGS[n].value)}" for n in SIZE_FLAGS]
     return args + [f"--bridge={bridge}", f"--sampling_prob={probability}"]
 
 

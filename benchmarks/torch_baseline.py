@@ -2,6 +2,7 @@
 
   pip install -r benchmarks/requirements.txt   # torch==2.13.0, CPU build
   python benchmarks/torch_baseline.py [--bridge=dense] [--sampling_prob=0.25] [--steps=20]
+      [--sample_from=categorical --categorical=gumbel] [--precision=bfloat16]
 
 Eager PyTorch on --device (cpu, or cuda), torch.set_num_threads(--threads), OpenMP threads that
 sleep rather than spin while
@@ -16,8 +17,11 @@ work, spinning made steps 2x slower, and tiny models 100x slower):
 - decoder: with --sampling_prob=0 and no attention, one nn.LSTM/nn.GRU call over the whole gold
   target; otherwise a Python loop of nn.LSTMCell/nn.GRUCell, where at every step t >= 1 each
   example reads, with probability p (torch.rand per example), a token drawn from the previous
-  step's detached logits (torch.multinomial of the softmax, or argmax) instead of the gold one;
-- loss: F.cross_entropy over all steps' logits; torch.optim.Adam; zero_grad, backward, step.
+  step's detached float32 logits (argmax, or a categorical draw: torch_sampling.SAMPLERS,
+  --categorical) instead of the gold one;
+- loss: F.cross_entropy over all steps' logits; torch.optim.Adam; zero_grad, backward, step;
+- --precision=bfloat16: the forward pass and the loss under torch.autocast(dtype=bfloat16), the
+  way PyTorch's documentation trains in mixed precision (parameters and Adam stay float32).
 
 Prints one JSON line with the keys of train_throughput.py (compile_s is 0: nothing is compiled).
 """
@@ -37,6 +41,8 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_sampling  # pylint: disable=g-import-not-at-top
+
 import common  # pylint: disable=g-import-not-at-top
 
 common.define_flags()
@@ -50,6 +56,14 @@ flags.DEFINE_enum(
     "on GPUs",
 )
 flags.DEFINE_float("learning_rate", 1e-3, "adam learning rate")
+flags.DEFINE_enum(
+    "categorical",
+    "gumbel",
+    list(torch_sampling.SAMPLERS),
+    "how --sample_from=categorical draws: Gumbel-max on the logits, inverse CDF (cumsum and "
+    "searchsorted) or torch.multinomial of the softmax; compare.py --torch_categoricals times "
+    "them side by side",
+)
 FLAGS = flags.FLAGS
 
 BOS_ID = 1
@@ -174,7 +188,7 @@ class Seq2Seq(nn.Module):
             ]
         return [parts[l].contiguous() for l in range(self.layers)]
 
-    def forward(self, src, tgt, p, sample_from):
+    def forward(self, src, tgt, p, draw):
         batch, steps = tgt.shape
         enc_out, final = self.encoder(self.src_embed(src))  # [B, S, H]
         flat = self._flat_state(final)  # [B, enc_total]
@@ -199,11 +213,7 @@ class Seq2Seq(nn.Module):
             tokens = gold[:, t]
             if t > 0 and p > 0:
                 fed = torch.rand(batch, device=tgt.device) < p
-                prev = logits.detach()
-                if sample_from == "argmax":
-                    sampled = prev.argmax(-1)
-                else:
-                    sampled = torch.multinomial(F.softmax(prev, -1), 1)[:, 0]
+                sampled = draw(logits.detach().float())  # [B]
                 tokens = torch.where(fed, sampled, tokens)
             parts = [self.tgt_embed(tokens)]
             if keys is not None:
@@ -232,9 +242,10 @@ def _sync(device: str):
         torch.cuda.synchronize()
 
 
-def matmul_peak_gflops(device: str, repeats: int = 10) -> float:
+def matmul_peak_gflops(device: str, dtype: torch.dtype, repeats: int = 10) -> float:
     n = 8192 if device == "cuda" else 2048  # big enough to reach the device's rate
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
     _sync(device)
     best = float("inf")
@@ -256,7 +267,12 @@ def main(argv):
             raise SystemExit("error: --device=cuda but torch sees no CUDA device; use --device=cpu")
         torch.set_float32_matmul_precision("high")
     torch.manual_seed(FLAGS.seed)
-    peak_before = matmul_peak_gflops(device)  # and after the steps, as train_throughput.py
+    dtype = getattr(torch, FLAGS.precision)
+    peak_before = matmul_peak_gflops(device, dtype)  # and after the steps, as train_throughput.py
+    if FLAGS.sample_from == "argmax":
+        draw = lambda logits: logits.argmax(-1)  # noqa: E731
+    else:
+        draw = torch_sampling.SAMPLERS[FLAGS.categorical]
     p = FLAGS.sampling_prob
     fused = p == 0 and FLAGS.bridge != common.ATTENTION_BRIDGE
     dec_hidden = common.decoder_hidden(FLAGS.bridge, FLAGS.hidden, FLAGS.decoder_hidden)
@@ -290,8 +306,9 @@ def main(argv):
         src, tgt = batches[i % len(batches)]
         start = time.perf_counter()
         opt.zero_grad()
-        logits = model(src, tgt, p, FLAGS.sample_from)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1))
+        with torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
+            logits = model(src, tgt, p, draw)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1))
         loss.backward()
         opt.step()
         loss_value = loss.item()  # the step's result on the host, like block_until_ready
@@ -300,7 +317,7 @@ def main(argv):
     usage = tuple(b - a for a, b in zip(usage, common.process_usage()))
     if not np.isfinite(loss_value):
         raise RuntimeError(f"the loss is not finite: {loss_value}")
-    peak = max(peak_before, matmul_peak_gflops(device))
+    peak = max(peak_before, matmul_peak_gflops(device, dtype))
     common.report(
         "torch",
         times,
@@ -309,7 +326,7 @@ def main(argv):
         peak,
         usage,
         final_loss=round(loss_value, 4),
-        dtype="float32",
+        categorical=FLAGS.categorical if FLAGS.sample_from == "categorical" else None,
         device=device,
         matmul_precision=torch.get_float32_matmul_precision(),
         threads=torch.get_num_threads(),

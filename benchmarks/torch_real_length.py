@@ -12,6 +12,7 @@ the real target positions only (ignore_index=pad). Used by real_length.py.
 
 import torch
 import torch.nn.functional as F
+import torch_sampling
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -53,9 +54,8 @@ class Seq2Seq(nn.Module):
                 prev = logits.detach()
                 if sample_from == "argmax":
                     sampled = prev.argmax(-1)
-                else:  # Gumbel-max: argmax(logits + Gumbel noise) is a draw from softmax(logits)
-                    noise = -torch.log(-torch.log(torch.rand_like(prev).clamp_min(1e-20)))
-                    sampled = (prev + noise).argmax(-1)
+                else:
+                    sampled = torch_sampling.gumbel(prev)
                 tokens = torch.where(torch.rand(batch) < p, sampled, tokens)
             scores = torch.tanh(keys + self.query(h)[:, None]) @ self.v  # [B, S]
             weights = F.softmax(scores.masked_fill(~mask, float("-inf")), -1)

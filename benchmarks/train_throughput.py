@@ -38,13 +38,6 @@ from s2s_jax.training import losses, prng
 import common  # pylint: disable=g-import-not-at-top
 
 common.define_flags()
-flags.DEFINE_enum(
-    "precision",
-    "float32",
-    ["bfloat16", "float32"],  # s2s_jax.models.precision.PRECISIONS
-    "ModelConfig.precision: bfloat16 matmul operands accumulate in float32 (parameters and "
-    "optimizer stay float32); the matmul peak is measured in the same precision",
-)
 flags.DEFINE_float("learning_rate", 1e-3, "adam learning rate")
 FLAGS = flags.FLAGS
 
@@ -170,7 +163,6 @@ def main(argv):
         lower_s=round(lower_s, 3),
         **common.hlo_summary(compiled.as_text()),
         final_loss=round(loss, 4),
-        dtype=FLAGS.precision,
         threads=os.cpu_count(),
         device=jax.devices()[0].device_kind,
         jax_version=jax.__version__,

@@ -29,8 +29,10 @@ def _run(script, *args):
     return json.loads(lines[0])
 
 
-@pytest.mark.parametrize("bridge,p", [("dense", "0.25"), ("attention", "0")])
-def test_train_throughput_prints_its_json_line(bridge, p):
+@pytest.mark.parametrize(
+    "bridge,p,precision", [("dense", "0.25", "float32"), ("attention", "0", "bfloat16")]
+)
+def test_train_throughput_prints_its_json_line(bridge, p, precision):
     row = _run(
         "train_throughput.py",
         *TINY,
@@ -38,6 +40,7 @@ def test_train_throughput_prints_its_json_line(bridge, p):
         "--warmup=1",
         f"--bridge={bridge}",
         f"--sampling_prob={p}",
+        f"--precision={precision}",
     )
     for key in (
         "tokens_per_s",
@@ -62,6 +65,7 @@ def test_train_throughput_prints_its_json_line(bridge, p):
     ):
         assert key in row, key
     assert row["framework"] == "jax" and row["bridge"] == bridge
+    assert row["precision"] == precision
     assert row["traces"] == 1  # one compilation serves every step
     assert row["cpu_model"] == common.cpu_model() and row["cpu_model"]  # which machine kind
     assert row["tokens_per_s"] > 0 and row["matmul_peak_gflops"] > 0 and row["param_count"] > 0
@@ -240,3 +244,53 @@ def test_the_benchmarks_know_every_bridge_of_the_registry():
             cfg.bridge,
             bridge == common.ATTENTION_BRIDGE,
         )
+
+
+def test_subprocess_args_pass_every_size_flag_and_the_overrides():
+    # In a subprocess: absl's flags are global, and the benchmarks define theirs at import.
+    code = (
+        "import json, common; from absl import flags; common.define_size_flags(); "
+        "flags.FLAGS(['prog', '--batch=3']); "
+        "print(json.dumps(common.subprocess_args('copy', 0.25, precision='bfloat16', "
+        "sample_from='argmax')))\n"
+        "try: common.subprocess_args('copy', 0.25, sampling_prob=0.5)\n"
+        "except ValueError as e: print(e)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=os.path.join(ROOT, "benchmarks"),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first, second = proc.stdout.splitlines()
+    args = json.loads(first)
+    assert len(args) == len(common.SIZE_FLAGS) + 2
+    for expected in ("--batch=3", "--precision=bfloat16", "--sample_from=argmax", "--bridge=copy"):
+        assert expected in args
+    assert "--sample_from=categorical" not in args and "--precision=float32" not in args
+    assert second == "not size flags: ['sampling_prob']"
+
+
+def test_compare_offers_every_pytorch_sampler_and_rejects_unknown_choices():
+    def compare(*args):
+        return subprocess.run(
+            [sys.executable, os.path.join(ROOT, "benchmarks", "compare.py"), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    proc = compare("--precisions=float16")
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == (
+        "error: --precisions: unknown ['float16']; choose from ['bfloat16', 'float32']"
+    )
+    proc = compare("--torch_categoricals=gumbel,topk")
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1
+    offered = ast.literal_eval(proc.stderr.split("choose from ")[1])
+    samplers = _dict_keys(os.path.join(ROOT, "benchmarks", "torch_sampling.py"), "SAMPLERS")
+    assert set(offered) == samplers == {"gumbel", "inverse_cdf", "multinomial"}
