@@ -52,10 +52,10 @@ FLAGS = flags.FLAGS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = {"jax": "train_throughput.py", "torch": "torch_baseline.py"}
-CHOICES = {  # list flag -> its allowed values
+CHOICES = {  # list flag -> its allowed values (the single-value flags' enums, where they exist)
     "bridges": common.BRIDGE_NAMES,
-    "sample_froms": ("argmax", "categorical"),
-    "precisions": ("bfloat16", "float32"),
+    "sample_froms": FLAGS["sample_from"].enum_values,
+    "precisions": FLAGS["precision"].enum_values,
     "torch_categoricals": ("gumbel", "inverse_cdf", "multinomial"),  # torch_sampling.SAMPLERS
 }
 
@@ -132,7 +132,9 @@ def compare(bridge: str, probability: float, sample_from: str) -> list:
         if out:  # speedups over the first precision
             row["jax_speedup"] = _ratio(jax_tps, out[0]["jax_tokens_per_s"])
             row["torch_speedup"] = _ratio(torch_tps, out[0]["torch_tokens_per_s"])
-        errors = [r["error"] for rows in runs.values() for r in rows if "error" in r]
+        errors = [
+            r["error"] for rows in [jax_rows, *by_sampler.values()] for r in rows if "error" in r
+        ]
         if errors:
             row["errors"] = errors
         sizes = set(common.SIZE_FLAGS + ("rounds",)) - {"sample_from", "precision"}
