@@ -54,8 +54,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = {"jax": "train_throughput.py", "torch": "torch_baseline.py"}
 CHOICES = {  # list flag -> its allowed values (the single-value flags' enums, where they exist)
     "bridges": common.BRIDGE_NAMES,
-    "sample_froms": FLAGS["sample_from"].enum_values,
-    "precisions": FLAGS["precision"].enum_values,
+    "sample_froms": FLAGS["sample_from"].parser.enum_values,
+    "precisions": FLAGS["precision"].parser.enum_values,
     "torch_categoricals": ("gumbel", "inverse_cdf", "multinomial"),  # torch_sampling.SAMPLERS
 }
 
